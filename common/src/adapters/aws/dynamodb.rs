@@ -1,0 +1,385 @@
+//! Endpoints and bookings in one DynamoDB table, pool model: `PK = ORG#<org>` carries the tenant,
+//! `SK = EP#<id>` or `BK#<id>` the item. Every key is built from the caller's org, so another
+//! org's item cannot be addressed; conditional writes turn a missing item into a clean `None`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::Client;
+
+use super::describe;
+use crate::domain::booking::Booking;
+use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::event::EventType;
+use crate::domain::id::{BookingId, EndpointId};
+use crate::domain::OrgId;
+use crate::error::StoreError;
+use crate::ports::{BookingStore, EndpointPage, EndpointStore, MAX_PAGE_SIZE};
+
+type Item = HashMap<String, AttributeValue>;
+
+const ENDPOINT_PREFIX: &str = "EP#";
+const BOOKING_PREFIX: &str = "BK#";
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn from_sdk_config(sdk: &super::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn partition(org: &OrgId) -> AttributeValue {
+    s(format!("ORG#{org}"))
+}
+
+fn endpoint_key(org: &OrgId, id: &EndpointId) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        ("SK".to_owned(), s(format!("{ENDPOINT_PREFIX}{id}"))),
+    ])
+}
+
+fn unavailable(error: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(describe(&error))
+}
+
+fn events_value(events: &[EventType]) -> AttributeValue {
+    AttributeValue::L(events.iter().map(|t| s(t.as_str())).collect())
+}
+
+fn endpoint_item(endpoint: &Endpoint) -> Item {
+    let mut item = endpoint_key(&endpoint.org_id, &endpoint.id);
+    item.extend([
+        ("kind".to_owned(), s("endpoint")),
+        ("id".to_owned(), s(endpoint.id.as_str())),
+        ("orgId".to_owned(), s(endpoint.org_id.as_str())),
+        ("url".to_owned(), s(&endpoint.url)),
+        ("events".to_owned(), events_value(&endpoint.events)),
+        ("description".to_owned(), s(&endpoint.description)),
+        (
+            "disabled".to_owned(),
+            AttributeValue::Bool(endpoint.disabled),
+        ),
+        ("createdAt".to_owned(), s(&endpoint.created_at)),
+        ("updatedAt".to_owned(), s(&endpoint.updated_at)),
+        (
+            "secret".to_owned(),
+            AttributeValue::B(Blob::new(endpoint.secret_ciphertext.clone())),
+        ),
+    ]);
+    item
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a string")))
+}
+
+fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let events = item
+        .get("events")
+        .and_then(|v| v.as_l().ok())
+        .ok_or_else(|| corrupt("attribute events is missing"))?
+        .iter()
+        .map(|v| {
+            v.as_s()
+                .ok()
+                .and_then(|name| name.parse::<EventType>().ok())
+                .ok_or_else(|| corrupt("unknown event type in events"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Endpoint {
+        id: EndpointId::parse(text(item, "id")?).ok_or_else(|| corrupt("malformed endpoint id"))?,
+        org_id: OrgId::parse(text(item, "orgId")?).ok_or_else(|| corrupt("malformed org id"))?,
+        url: text(item, "url")?.to_owned(),
+        events,
+        description: text(item, "description")?.to_owned(),
+        disabled: *item
+            .get("disabled")
+            .and_then(|v| v.as_bool().ok())
+            .ok_or_else(|| corrupt("attribute disabled is missing"))?,
+        created_at: text(item, "createdAt")?.to_owned(),
+        updated_at: text(item, "updatedAt")?.to_owned(),
+        secret_ciphertext: item
+            .get("secret")
+            .and_then(|v| v.as_b().ok())
+            .ok_or_else(|| corrupt("attribute secret is missing"))?
+            .clone()
+            .into_inner(),
+    })
+}
+
+impl EndpointStore for DynamoStore {
+    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(endpoint_item(endpoint)))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.as_ref().map(endpoint_from_item).transpose()
+    }
+
+    async fn list_endpoints(
+        &self,
+        org: &OrgId,
+        limit: usize,
+        after: Option<&EndpointId>,
+    ) -> Result<EndpointPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        // One more than asked tells whether another page follows, without an empty last page.
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", partition(org))
+            .expression_attribute_values(":prefix", s(ENDPOINT_PREFIX))
+            .set_exclusive_start_key(after.map(|id| endpoint_key(org, id)))
+            .limit(limit as i32 + 1)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut endpoints = output
+            .items()
+            .iter()
+            .map(endpoint_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_after = if endpoints.len() > limit {
+            endpoints.truncate(limit);
+            endpoints.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(EndpointPage {
+            endpoints,
+            next_after,
+        })
+    }
+
+    async fn update_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        changes: &EndpointChanges,
+        updated_at: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut sets = vec!["#updatedAt = :updatedAt"];
+        let mut names = HashMap::from([("#updatedAt".to_owned(), "updatedAt".to_owned())]);
+        let mut values = HashMap::from([(":updatedAt".to_owned(), s(updated_at))]);
+        let mut set = |name: &'static str, expression: &'static str, value: AttributeValue| {
+            sets.push(expression);
+            names.insert(format!("#{name}"), name.to_owned());
+            values.insert(format!(":{name}"), value);
+        };
+        if let Some(url) = &changes.url {
+            set("url", "#url = :url", s(url));
+        }
+        if let Some(events) = &changes.events {
+            set("events", "#events = :events", events_value(events));
+        }
+        if let Some(description) = &changes.description {
+            set("description", "#description = :description", s(description));
+        }
+        if let Some(disabled) = changes.disabled {
+            set(
+                "disabled",
+                "#disabled = :disabled",
+                AttributeValue::Bool(disabled),
+            );
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(PK)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output
+                .attributes
+                .as_ref()
+                .map(endpoint_from_item)
+                .transpose(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete_endpoint(&self, org: &OrgId, id: &EndpointId) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .condition_expression("attribute_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn subscribers(
+        &self,
+        org: &OrgId,
+        event_type: EventType,
+    ) -> Result<Vec<EndpointId>, StoreError> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                .filter_expression("#disabled = :false AND contains(#events, :type)")
+                .projection_expression("id")
+                .expression_attribute_names("#disabled", "disabled")
+                .expression_attribute_names("#events", "events")
+                .expression_attribute_values(":pk", partition(org))
+                .expression_attribute_values(":prefix", s(ENDPOINT_PREFIX))
+                .expression_attribute_values(":false", AttributeValue::Bool(false))
+                .expression_attribute_values(":type", s(event_type.as_str()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items() {
+                let id = text(item, "id")?;
+                ids.push(
+                    EndpointId::parse(id)
+                        .ok_or_else(|| StoreError::Corrupt("malformed endpoint id".into()))?,
+                );
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(ids),
+            }
+        }
+    }
+}
+
+impl BookingStore for DynamoStore {
+    async fn insert_booking(&self, org: &OrgId, booking: &Booking) -> Result<(), StoreError> {
+        let mut item = HashMap::from([
+            ("PK".to_owned(), partition(org)),
+            (
+                "SK".to_owned(),
+                s(format!("{BOOKING_PREFIX}{}", booking.id)),
+            ),
+            ("kind".to_owned(), s("booking")),
+            ("id".to_owned(), s(booking.id.as_str())),
+            ("customerName".to_owned(), s(&booking.customer_name)),
+            ("customerEmail".to_owned(), s(&booking.customer_email)),
+            ("startTime".to_owned(), s(&booking.start_time)),
+            ("endTime".to_owned(), s(&booking.end_time)),
+            ("createdAt".to_owned(), s(&booking.created_at)),
+        ]);
+        if let Some(service_id) = &booking.service_id {
+            item.insert("serviceId".to_owned(), s(service_id));
+        }
+        if let Some(notes) = &booking.notes {
+            item.insert("notes".to_owned(), s(notes));
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// Reads a booking back (tests and operators; the API has no booking read route yet).
+impl DynamoStore {
+    pub async fn booking_exists(&self, org: &OrgId, id: &BookingId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", partition(org))
+            .key("SK", s(format!("{BOOKING_PREFIX}{id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item.is_some())
+    }
+}

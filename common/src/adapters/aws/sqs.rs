@@ -1,0 +1,131 @@
+//! The delivery queue on SQS: batched sends on the producer side; visibility changes and
+//! explicit dead-lettering on the consumer side.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::Client;
+
+use super::describe;
+use crate::delivery::DeadLetter;
+use crate::domain::event::DeliveryMessage;
+use crate::error::QueueError;
+use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
+
+pub struct SqsDeliveryQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsDeliveryQueue {
+    pub fn from_sdk_config(sdk: &super::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), queue_url)
+    }
+
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+impl DeliveryQueue for SqsDeliveryQueue {
+    async fn enqueue(&self, messages: &[DeliveryMessage]) -> Result<Vec<usize>, QueueError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        if messages.len() > MAX_ENQUEUE_BATCH {
+            return Err(QueueError::Encoding(format!(
+                "at most {MAX_ENQUEUE_BATCH} messages per batch"
+            )));
+        }
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                let body = serde_json::to_string(message)
+                    .map_err(|e| QueueError::Encoding(e.to_string()))?;
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| QueueError::Encoding(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+        let failed = output
+            .failed
+            .iter()
+            .filter_map(|entry| {
+                tracing::warn!(entry = %entry.id, code = %entry.code, sender_fault = entry.sender_fault, "SQS refused a message of a batch");
+                entry.id.parse::<usize>().ok()
+            })
+            .collect();
+        Ok(failed)
+    }
+}
+
+pub struct SqsRetryControl {
+    client: Client,
+    queue_url: String,
+    dead_letter_queue_url: String,
+}
+
+impl SqsRetryControl {
+    pub fn from_sdk_config(
+        sdk: &super::SdkConfig,
+        queue_url: impl Into<String>,
+        dead_letter_queue_url: impl Into<String>,
+    ) -> Self {
+        Self::new(Client::new(sdk), queue_url, dead_letter_queue_url)
+    }
+
+    pub fn new(
+        client: Client,
+        queue_url: impl Into<String>,
+        dead_letter_queue_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            dead_letter_queue_url: dead_letter_queue_url.into(),
+        }
+    }
+}
+
+impl RetryControl for SqsRetryControl {
+    async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // The 12 h ceiling is SQS's own; RetrySchedule never asks for more.
+        let seconds = i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
+        let body =
+            serde_json::to_string(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.dead_letter_queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! A local queue with the SQS semantics the delivery pipeline relies on: a received message is
+//! invisible until deleted or until its visibility runs out, every receive counts, a message can
+//! be hidden for a delay, and one received too often is redriven to a dead-letter list.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::delivery::DeadLetter;
+use crate::domain::event::DeliveryMessage;
+use crate::error::QueueError;
+use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
+
+struct Entry {
+    message_id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt_handle: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    dead_letters: Vec<String>,
+    sequence: u64,
+}
+
+/// One received message, as SQS hands it to a consumer.
+#[derive(Clone, Debug)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub receive_count: u32,
+    pub body: String,
+}
+
+pub struct LocalQueue {
+    state: Mutex<State>,
+    changed: Notify,
+    visibility_timeout: Duration,
+    max_receive_count: u32,
+}
+
+fn poisoned<T>(_: T) -> QueueError {
+    QueueError::Unavailable("a previous holder of the queue lock panicked".into())
+}
+
+impl LocalQueue {
+    /// `max_receive_count` plays the redrive policy: a message received that often without being
+    /// deleted goes to the dead-letter list on its next receive.
+    pub fn new(visibility_timeout: Duration, max_receive_count: u32) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            visibility_timeout,
+            max_receive_count,
+        }
+    }
+
+    pub fn send(&self, body: String) -> Result<String, QueueError> {
+        let mut state = self.state.lock().map_err(poisoned)?;
+        state.sequence += 1;
+        let message_id = format!("local-{:08}", state.sequence);
+        state.entries.push(Entry {
+            message_id: message_id.clone(),
+            body,
+            receive_count: 0,
+            visible_at: Instant::now(),
+            receipt_handle: None,
+        });
+        drop(state);
+        self.changed.notify_one();
+        Ok(message_id)
+    }
+
+    /// Up to `max` visible messages, now hidden for the visibility timeout.
+    pub fn receive(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().map_err(poisoned)?;
+        let State {
+            entries,
+            dead_letters,
+            sequence,
+        } = &mut *state;
+        let mut received = Vec::new();
+        let mut index = 0;
+        while index < entries.len() && received.len() < max {
+            let entry = &mut entries[index];
+            if entry.visible_at > now {
+                index += 1;
+                continue;
+            }
+            if entry.receive_count >= self.max_receive_count {
+                let entry = entries.remove(index);
+                tracing::warn!(queue_message_id = %entry.message_id, receives = entry.receive_count, "redriven to the dead-letter list");
+                dead_letters.push(entry.body);
+                continue;
+            }
+            *sequence += 1;
+            entry.receive_count += 1;
+            entry.visible_at = now + self.visibility_timeout;
+            let handle = format!("{}#{}", entry.message_id, sequence);
+            entry.receipt_handle = Some(handle.clone());
+            received.push(ReceivedMessage {
+                message_id: entry.message_id.clone(),
+                receipt_handle: handle,
+                receive_count: entry.receive_count,
+                body: entry.body.clone(),
+            });
+            index += 1;
+        }
+        Ok(received)
+    }
+
+    /// Deletes a received message; a stale receipt handle is ignored, as SQS does.
+    pub fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let mut state = self.state.lock().map_err(poisoned)?;
+        state
+            .entries
+            .retain(|e| e.receipt_handle.as_deref() != Some(receipt_handle));
+        Ok(())
+    }
+
+    pub fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let mut state = self.state.lock().map_err(poisoned)?;
+        if let Some(entry) = state
+            .entries
+            .iter_mut()
+            .find(|e| e.receipt_handle.as_deref() == Some(receipt_handle))
+        {
+            entry.visible_at = Instant::now() + delay;
+        }
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// When the next hidden message becomes visible, if any is waiting.
+    pub fn next_visible_at(&self) -> Result<Option<Instant>, QueueError> {
+        let state = self.state.lock().map_err(poisoned)?;
+        Ok(state.entries.iter().map(|e| e.visible_at).min())
+    }
+
+    /// Waits until a message is sent or a visibility changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Messages still in the queue, visible or not.
+    pub fn len(&self) -> Result<usize, QueueError> {
+        Ok(self.state.lock().map_err(poisoned)?.entries.len())
+    }
+
+    pub fn is_empty(&self) -> Result<bool, QueueError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Bodies in the dead-letter list, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<String>, QueueError> {
+        Ok(self.state.lock().map_err(poisoned)?.dead_letters.clone())
+    }
+}
+
+impl DeliveryQueue for LocalQueue {
+    async fn enqueue(&self, messages: &[DeliveryMessage]) -> Result<Vec<usize>, QueueError> {
+        if messages.len() > MAX_ENQUEUE_BATCH {
+            return Err(QueueError::Encoding(format!(
+                "at most {MAX_ENQUEUE_BATCH} messages per batch"
+            )));
+        }
+        for message in messages {
+            let body =
+                serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
+            self.send(body)?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl RetryControl for LocalQueue {
+    async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.change_visibility(receipt_handle, delay)
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
+        let body =
+            serde_json::to_string(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.state.lock().map_err(poisoned)?.dead_letters.push(body);
+        Ok(())
+    }
+}

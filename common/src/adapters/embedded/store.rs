@@ -1,0 +1,141 @@
+//! An in-memory endpoint and booking store with the same semantics as the DynamoDB one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::poisoned;
+use crate::domain::booking::Booking;
+use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::event::EventType;
+use crate::domain::id::{BookingId, EndpointId};
+use crate::domain::OrgId;
+use crate::error::StoreError;
+use crate::ports::{BookingStore, EndpointPage, EndpointStore, MAX_PAGE_SIZE};
+
+/// Items keyed by (org, id), like the table's partition and sort key. Clones share the items,
+/// so the API and the delivery worker of the local runner see one store.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    endpoints: Arc<Mutex<BTreeMap<(OrgId, EndpointId), Endpoint>>>,
+    bookings: Arc<Mutex<BTreeMap<(OrgId, BookingId), Booking>>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overwrites a stored endpoint as is (tests use it to tamper with rows).
+    pub fn put_raw(&self, endpoint: Endpoint) -> Result<(), StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        endpoints.insert((endpoint.org_id.clone(), endpoint.id.clone()), endpoint);
+        Ok(())
+    }
+
+    pub fn booking(&self, org: &OrgId, id: &BookingId) -> Result<Option<Booking>, StoreError> {
+        let bookings = self.bookings.lock().map_err(poisoned)?;
+        Ok(bookings.get(&(org.clone(), id.clone())).cloned())
+    }
+}
+
+impl EndpointStore for MemoryStore {
+    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let key = (endpoint.org_id.clone(), endpoint.id.clone());
+        if endpoints.contains_key(&key) {
+            return Err(StoreError::Conflict);
+        }
+        endpoints.insert(key, endpoint.clone());
+        Ok(())
+    }
+
+    async fn get_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let endpoints = self.endpoints.lock().map_err(poisoned)?;
+        Ok(endpoints.get(&(org.clone(), id.clone())).cloned())
+    }
+
+    async fn list_endpoints(
+        &self,
+        org: &OrgId,
+        limit: usize,
+        after: Option<&EndpointId>,
+    ) -> Result<EndpointPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let mut page: Vec<Endpoint> = endpoints
+            .iter()
+            .filter(|((o, id), _)| o == org && after.is_none_or(|a| id > a))
+            .take(limit + 1)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let next_after = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|e| e.id.clone())
+        });
+        Ok(EndpointPage {
+            endpoints: page,
+            next_after: next_after.flatten(),
+        })
+    }
+
+    async fn update_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        changes: &EndpointChanges,
+        updated_at: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let Some(endpoint) = endpoints.get_mut(&(org.clone(), id.clone())) else {
+            return Ok(None);
+        };
+        if let Some(url) = &changes.url {
+            endpoint.url.clone_from(url);
+        }
+        if let Some(events) = &changes.events {
+            endpoint.events.clone_from(events);
+        }
+        if let Some(description) = &changes.description {
+            endpoint.description.clone_from(description);
+        }
+        if let Some(disabled) = changes.disabled {
+            endpoint.disabled = disabled;
+        }
+        endpoint.updated_at = updated_at.to_owned();
+        Ok(Some(endpoint.clone()))
+    }
+
+    async fn delete_endpoint(&self, org: &OrgId, id: &EndpointId) -> Result<bool, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        Ok(endpoints.remove(&(org.clone(), id.clone())).is_some())
+    }
+
+    async fn subscribers(
+        &self,
+        org: &OrgId,
+        event_type: EventType,
+    ) -> Result<Vec<EndpointId>, StoreError> {
+        let endpoints = self.endpoints.lock().map_err(poisoned)?;
+        Ok(endpoints
+            .iter()
+            .filter(|((o, _), e)| o == org && e.subscribes_to(event_type))
+            .map(|((_, id), _)| id.clone())
+            .collect())
+    }
+}
+
+impl BookingStore for MemoryStore {
+    async fn insert_booking(&self, org: &OrgId, booking: &Booking) -> Result<(), StoreError> {
+        let mut bookings = self.bookings.lock().map_err(poisoned)?;
+        let key = (org.clone(), booking.id.clone());
+        if bookings.contains_key(&key) {
+            return Err(StoreError::Conflict);
+        }
+        bookings.insert(key, booking.clone());
+        Ok(())
+    }
+}

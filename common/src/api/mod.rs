@@ -1,0 +1,92 @@
+//! HTTP handlers, one per route, shared by the Lambda binaries and the local runner. A handler
+//! always answers with a status: client mistakes are 4xx JSON, and no error escapes to become
+//! API Gateway's own 502.
+
+mod bookings;
+mod cursor;
+mod webhooks;
+
+pub use bookings::create_booking;
+pub use cursor::Cursor;
+pub use webhooks::{create_webhook, delete_webhook, get_webhook, list_webhooks, update_webhook};
+
+use lambda_http::http::header::CONTENT_TYPE;
+use lambda_http::http::StatusCode;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+
+use crate::domain::id::EndpointId;
+use crate::domain::OrgId;
+use crate::error::ApiError;
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The org from the verified JWT claims of an API Gateway HTTP API request, and nowhere else.
+pub fn org_from_claims(request: &Request, claim: &str) -> Result<OrgId, ApiError> {
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
+        return Err(ApiError::Unauthorized);
+    };
+    context
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .and_then(|jwt| jwt.claims.get(claim))
+        .and_then(|value| OrgId::parse(value))
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The request body, refused when too large. API Gateway hands binary or base64 bodies over
+/// already decoded.
+pub fn body_bytes(request: &Request) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The `{id}` path parameter. A malformed id cannot exist, so it is a 404 like any other.
+pub fn endpoint_id_from_path(request: &Request) -> Result<EndpointId, ApiError> {
+    request
+        .path_parameters_ref()
+        .and_then(|p| p.first("id"))
+        .and_then(EndpointId::parse)
+        .ok_or(ApiError::NotFound)
+}
+
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| String::from("{}"));
+    with_body(status, Body::Text(body))
+}
+
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    with_body(status, Body::Empty)
+}
+
+fn with_body(status: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if !matches!(response.body(), Body::Empty) {
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            lambda_http::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    response
+}
+
+pub fn error_response(error: &ApiError) -> Response<Body> {
+    json_response(error.status(), &error.body())
+}
+
+/// Turns a handler's result into the answer, whatever happened.
+pub fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(|error| error_response(&error))
+}

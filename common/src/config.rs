@@ -1,0 +1,216 @@
+//! Settings, read once from the environment at init. A missing or malformed setting stops the
+//! function at init with a message naming it, instead of failing on the first request.
+
+use std::time::Duration;
+
+use crate::domain::retry::RetrySchedule;
+use crate::domain::target::TargetPolicy;
+
+pub const TABLE_NAME: &str = "TABLE_NAME";
+pub const KMS_KEY_ID: &str = "KMS_KEY_ID";
+pub const DELIVERY_QUEUE_URL: &str = "DELIVERY_QUEUE_URL";
+pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+pub const ORG_ID_CLAIM: &str = "ORG_ID_CLAIM";
+pub const ALLOW_PRIVATE_TARGETS: &str = "WEBHOOKS_ALLOW_PRIVATE_TARGETS";
+pub const ALLOW_INSECURE_URLS: &str = "WEBHOOKS_ALLOW_INSECURE_URLS";
+pub const RETRY_SCHEDULE: &str = "WEBHOOKS_RETRY_SCHEDULE";
+pub const CONNECT_TIMEOUT_SECS: &str = "WEBHOOKS_CONNECT_TIMEOUT_SECS";
+pub const REQUEST_TIMEOUT_SECS: &str = "WEBHOOKS_REQUEST_TIMEOUT_SECS";
+pub const DELIVERY_CONCURRENCY: &str = "WEBHOOKS_DELIVERY_CONCURRENCY";
+pub const SECRET_CACHE_TTL_SECS: &str = "WEBHOOKS_SECRET_CACHE_TTL_SECS";
+pub const PUBLISH_TIMEOUT_SECS: &str = "WEBHOOKS_PUBLISH_TIMEOUT_SECS";
+
+pub const DEFAULT_ORG_ID_CLAIM: &str = "org_id";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("the environment variable {0} is required but not set")]
+    Missing(&'static str),
+    #[error("the environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where settings come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name).filter(|v| !v.is_empty())
+    }
+}
+
+pub fn required(source: &impl Source, name: &'static str) -> Result<String, ConfigError> {
+    source.get(name).ok_or(ConfigError::Missing(name))
+}
+
+fn flag(source: &impl Source, name: &'static str) -> Result<bool, ConfigError> {
+    match source.get(name).as_deref() {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("expected 1 or 0, got {other:?}"),
+        }),
+    }
+}
+
+fn number(
+    source: &impl Source,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = source.get(name) else {
+        return Ok(default);
+    };
+    let value: u64 = text.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("expected a whole number, got {text:?}"),
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("must be between {} and {}", range.start(), range.end()),
+        });
+    }
+    Ok(value)
+}
+
+/// Which targets are allowed (both relaxations off unless set to 1).
+pub fn target_policy(source: &impl Source) -> Result<TargetPolicy, ConfigError> {
+    Ok(TargetPolicy {
+        allow_private: flag(source, ALLOW_PRIVATE_TARGETS)?,
+        allow_insecure: flag(source, ALLOW_INSECURE_URLS)?,
+    })
+}
+
+/// What every API handler needs besides its ports.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The JWT claim that names the organization.
+    pub org_id_claim: String,
+    pub targets: TargetPolicy,
+    /// How long `POST /bookings` waits for publishing before answering anyway.
+    pub publish_timeout: Duration,
+}
+
+impl ApiConfig {
+    pub fn from_source(source: &impl Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            org_id_claim: source
+                .get(ORG_ID_CLAIM)
+                .unwrap_or_else(|| DEFAULT_ORG_ID_CLAIM.to_owned()),
+            targets: target_policy(source)?,
+            publish_timeout: Duration::from_secs(number(source, PUBLISH_TIMEOUT_SECS, 5, 1..=25)?),
+        })
+    }
+}
+
+/// What the delivery worker needs besides its ports.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    pub targets: TargetPolicy,
+    pub schedule: RetrySchedule,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// How many records of a batch are delivered at once.
+    pub concurrency: usize,
+    pub secret_cache_ttl: Duration,
+}
+
+impl DeliveryConfig {
+    pub fn from_source(source: &impl Source) -> Result<Self, ConfigError> {
+        let schedule = match source.get(RETRY_SCHEDULE) {
+            None => RetrySchedule::default(),
+            Some(text) => text
+                .parse()
+                .map_err(
+                    |e: crate::domain::retry::ScheduleError| ConfigError::Invalid {
+                        name: RETRY_SCHEDULE,
+                        reason: e.to_string(),
+                    },
+                )?,
+        };
+        Ok(Self {
+            targets: target_policy(source)?,
+            schedule,
+            connect_timeout: Duration::from_secs(number(source, CONNECT_TIMEOUT_SECS, 5, 1..=60)?),
+            request_timeout: Duration::from_secs(number(
+                source,
+                REQUEST_TIMEOUT_SECS,
+                15,
+                1..=300,
+            )?),
+            concurrency: number(source, DELIVERY_CONCURRENCY, 10, 1..=100)? as usize,
+            secret_cache_ttl: Duration::from_secs(number(
+                source,
+                SECRET_CACHE_TTL_SECS,
+                300,
+                0..=3600,
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn source(pairs: &[(&str, &str)]) -> impl Source {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_are_the_production_ones() {
+        let api = ApiConfig::from_source(&source(&[])).unwrap();
+        assert_eq!(api.org_id_claim, "org_id");
+        assert_eq!(api.targets, TargetPolicy::default());
+        let delivery = DeliveryConfig::from_source(&source(&[])).unwrap();
+        assert_eq!(delivery.schedule, RetrySchedule::default());
+        assert_eq!(delivery.request_timeout, Duration::from_secs(15));
+        assert_eq!(delivery.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_and_malformed_settings_name_the_variable() {
+        assert_eq!(
+            required(&source(&[]), TABLE_NAME).unwrap_err().to_string(),
+            "the environment variable TABLE_NAME is required but not set"
+        );
+        let err = ApiConfig::from_source(&source(&[(ALLOW_PRIVATE_TARGETS, "yes")])).unwrap_err();
+        assert!(err.to_string().contains(ALLOW_PRIVATE_TARGETS));
+        let err =
+            DeliveryConfig::from_source(&source(&[(RETRY_SCHEDULE, "5 seconds")])).unwrap_err();
+        assert!(err.to_string().contains(RETRY_SCHEDULE));
+        let err = DeliveryConfig::from_source(&source(&[(DELIVERY_CONCURRENCY, "0")])).unwrap_err();
+        assert!(err.to_string().contains(DELIVERY_CONCURRENCY));
+    }
+
+    #[test]
+    fn flags_and_claim_name_are_read() {
+        let api = ApiConfig::from_source(&source(&[
+            (ORG_ID_CLAIM, "custom:org"),
+            (ALLOW_PRIVATE_TARGETS, "1"),
+            (ALLOW_INSECURE_URLS, "true"),
+        ]))
+        .unwrap();
+        assert_eq!(api.org_id_claim, "custom:org");
+        assert!(api.targets.allow_private && api.targets.allow_insecure);
+    }
+}

@@ -1,0 +1,222 @@
+//! The HTTP client that POSTs webhooks: built once per container, rustls, bounded timeouts, no
+//! redirects, no proxies, and a resolver that only ever hands the connector vetted addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use url::{Host, Url};
+
+use crate::config::DeliveryConfig;
+use crate::domain::retry::parse_retry_after;
+use crate::domain::target::TargetPolicy;
+
+pub const USER_AGENT_VALUE: &str = concat!("serverless-webhooks/", env!("CARGO_PKG_VERSION"));
+/// How much of a subscriber's response body is read (for the log); the rest is dropped.
+pub const MAX_RESPONSE_BODY: usize = 4 * 1024;
+
+/// What one POST came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx.
+    Delivered { status: u16 },
+    /// 410 Gone: the subscriber asks us to stop.
+    Gone,
+    /// Any other status, a timeout, a refused target or a connection error.
+    Failed {
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The signed request, ready to send.
+pub struct SignedRequest<'a> {
+    pub url: &'a str,
+    pub message_id: &'a str,
+    pub timestamp: i64,
+    pub signature: &'a str,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to no public address")]
+struct NoPublicAddress {
+    host: String,
+}
+
+/// Resolves with the system resolver, then keeps only the addresses the policy allows. The
+/// connector dials exactly these, so a name cannot be re-resolved to something else between
+/// the check and the connection (DNS rebinding).
+struct VettingResolver {
+    policy: TargetPolicy,
+}
+
+impl Resolve for VettingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let vetted: Vec<SocketAddr> = resolved
+                .filter(|addr| policy.allows_address(addr.ip()))
+                .collect();
+            if vetted.is_empty() {
+                return Err(
+                    Box::new(NoPublicAddress { host }) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(vetted.into_iter()) as Addrs)
+        })
+    }
+}
+
+pub struct WebhookClient {
+    http: reqwest::Client,
+    policy: TargetPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the HTTP client: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+impl WebhookClient {
+    pub fn new(config: &DeliveryConfig) -> Result<Self, ClientBuildError> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(VettingResolver {
+                policy: config.targets,
+            })
+            .redirect(Policy::none())
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(USER_AGENT_VALUE)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            policy: config.targets,
+        })
+    }
+
+    /// The URL rules again at delivery time: the stored URL may predate a stricter setting, and
+    /// an IP literal never reaches the resolver.
+    fn vet_url(&self, url: &str) -> Result<Url, String> {
+        let url = self
+            .policy
+            .check_url(url)
+            .map_err(|e| format!("refused target: URL {e}"))?;
+        let literal: Option<IpAddr> = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(ip.into()),
+            Some(Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !self.policy.allows_address(ip)) {
+            return Err("refused target: not a public address".into());
+        }
+        Ok(url)
+    }
+
+    pub async fn post(&self, request: SignedRequest<'_>) -> AttemptOutcome {
+        let url = match self.vet_url(request.url) {
+            Ok(url) => url,
+            Err(error) => {
+                return AttemptOutcome::Failed {
+                    status: None,
+                    error,
+                    retry_after: None,
+                }
+            }
+        };
+        let sent = self
+            .http
+            .post(url)
+            .header("webhook-id", request.message_id)
+            .header("webhook-timestamp", request.timestamp.to_string())
+            .header("webhook-signature", request.signature)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+            .body(request.body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return AttemptOutcome::Failed {
+                    status: None,
+                    error: describe_send_error(&error),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
+        let snippet = read_snippet(&mut response).await;
+        if status.is_success() {
+            AttemptOutcome::Delivered {
+                status: status.as_u16(),
+            }
+        } else if status == StatusCode::GONE {
+            AttemptOutcome::Gone
+        } else {
+            let mut error = format!("HTTP {}", status.as_u16());
+            if status.is_redirection() {
+                error.push_str(" (redirects are not followed)");
+            } else if !snippet.is_empty() {
+                error.push_str(": ");
+                error.push_str(&snippet);
+            }
+            AttemptOutcome::Failed {
+                status: Some(status.as_u16()),
+                error,
+                retry_after,
+            }
+        }
+    }
+}
+
+/// Up to [`MAX_RESPONSE_BODY`] bytes of the body, as text on one line.
+async fn read_snippet(response: &mut reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX_RESPONSE_BODY);
+    let text = String::from_utf8_lossy(&bytes);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(200).collect()
+}
+
+fn describe_send_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if inner.downcast_ref::<NoPublicAddress>().is_some() {
+            return format!("refused target: {inner}");
+        }
+        detail = inner.to_string();
+        source = inner.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

@@ -1,0 +1,233 @@
+//! Webhook endpoints: the stored model, what the API shows of it, and input validation.
+
+use serde::Serialize;
+
+use super::event::EventType;
+use super::id::EndpointId;
+use super::target::TargetPolicy;
+use super::validation::{FieldError, Fields};
+use super::OrgId;
+
+pub const MAX_DESCRIPTION_LEN: usize = 512;
+
+/// An endpoint as stored: the org it belongs to and its secret, encrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub org_id: OrgId,
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub description: String,
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The `whsec_` secret encrypted by the secret cipher, bound to `{org_id, endpoint_id}`.
+    pub secret_ciphertext: Vec<u8>,
+}
+
+/// What a response shows of an endpoint. `secret` is set only in the creation response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView<'a> {
+    pub id: &'a EndpointId,
+    pub url: &'a str,
+    pub events: &'a [EventType],
+    pub description: &'a str,
+    pub disabled: bool,
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<&'a str>,
+}
+
+impl Endpoint {
+    pub fn view(&self) -> EndpointView<'_> {
+        EndpointView {
+            id: &self.id,
+            url: &self.url,
+            events: &self.events,
+            description: &self.description,
+            disabled: self.disabled,
+            created_at: &self.created_at,
+            updated_at: &self.updated_at,
+            secret: None,
+        }
+    }
+
+    pub fn subscribes_to(&self, event_type: EventType) -> bool {
+        !self.disabled && self.events.contains(&event_type)
+    }
+}
+
+/// A validated `POST /webhooks` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub description: String,
+}
+
+/// A validated `PATCH /webhooks/{id}` body: only the fields to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointChanges {
+    pub url: Option<String>,
+    pub events: Option<Vec<EventType>>,
+    pub description: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+impl EndpointChanges {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+impl NewEndpoint {
+    pub fn parse(body: &[u8], policy: &TargetPolicy) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::parse(body, &["url", "events", "description"])?;
+        let url = url_field(&mut fields, policy, true);
+        let events = events_field(&mut fields, true);
+        let description = fields.string("description", false, MAX_DESCRIPTION_LEN);
+        fields.finish()?;
+        match (url, events) {
+            (Some(url), Some(events)) => Ok(Self {
+                url,
+                events,
+                description: description.unwrap_or_default(),
+            }),
+            // Unreachable in practice: a missing required field was recorded as an error above.
+            _ => Err(vec![FieldError::new("body", "url and events are required")]),
+        }
+    }
+}
+
+impl EndpointChanges {
+    pub fn parse(body: &[u8], policy: &TargetPolicy) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::parse(body, &["url", "events", "description", "disabled"])?;
+        let changes = Self {
+            url: url_field(&mut fields, policy, false),
+            events: events_field(&mut fields, false),
+            description: fields.string("description", false, MAX_DESCRIPTION_LEN),
+            disabled: fields.boolean("disabled"),
+        };
+        let nothing_given = ["url", "events", "description", "disabled"]
+            .iter()
+            .all(|name| !fields.is_present(name));
+        if nothing_given {
+            fields.error(
+                "body",
+                "must change at least one of url, events, description, disabled",
+            );
+        }
+        fields.finish()?;
+        Ok(changes)
+    }
+}
+
+fn url_field(fields: &mut Fields, policy: &TargetPolicy, required: bool) -> Option<String> {
+    // Length is checked by the URL rules, with their own message; read with a generous bound.
+    let text = fields.string("url", required, usize::MAX)?;
+    match policy.check_url(&text) {
+        Ok(url) => Some(url.to_string()),
+        Err(e) => {
+            fields.error("url", e.to_string());
+            None
+        }
+    }
+}
+
+fn events_field(fields: &mut Fields, required: bool) -> Option<Vec<EventType>> {
+    let names = fields.string_array("events", required)?;
+    if names.is_empty() {
+        fields.error("events", "must list at least one event type");
+        return None;
+    }
+    let mut events = Vec::with_capacity(names.len());
+    let mut ok = true;
+    for name in &names {
+        match name.parse::<EventType>() {
+            Ok(t) if events.contains(&t) => {
+                fields.error("events", format!("lists {name} more than once"));
+                ok = false;
+            }
+            Ok(t) => events.push(t),
+            Err(_) => {
+                let known: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                fields.error(
+                    "events",
+                    format!(
+                        "{name} is not a known event type (known: {})",
+                        known.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRICT: TargetPolicy = TargetPolicy {
+        allow_private: false,
+        allow_insecure: false,
+    };
+
+    fn fields_of(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_valid_body_is_accepted() {
+        let body = br#"{"url":"https://hooks.example.com/in","events":["booking.created"],"description":"CRM"}"#;
+        let new = NewEndpoint::parse(body, &STRICT).unwrap();
+        assert_eq!(new.events, vec![EventType::BookingCreated]);
+        assert_eq!(new.description, "CRM");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let body = br#"{"url":"http://10.0.0.1","events":["booking.created","booking.created","nope"],"description":5,"org_id":"x"}"#;
+        let errors = NewEndpoint::parse(body, &STRICT).unwrap_err();
+        assert_eq!(
+            fields_of(&errors),
+            vec!["org_id", "url", "events", "events", "description"]
+        );
+    }
+
+    #[test]
+    fn events_must_be_a_non_empty_array_of_known_types() {
+        for events in [
+            r#"[]"#,
+            r#""booking.created""#,
+            r#"[1]"#,
+            r#"["booking.deleted"]"#,
+        ] {
+            let body = format!(r#"{{"url":"https://a.example.com","events":{events}}}"#);
+            let errors = NewEndpoint::parse(body.as_bytes(), &STRICT).unwrap_err();
+            assert_eq!(fields_of(&errors), vec!["events"], "{events}");
+        }
+    }
+
+    #[test]
+    fn patch_needs_at_least_one_field_and_validates_each() {
+        assert!(EndpointChanges::parse(b"{}", &STRICT).is_err());
+        let changes = EndpointChanges::parse(br#"{"disabled":true}"#, &STRICT).unwrap();
+        assert_eq!(changes.disabled, Some(true));
+        let errors =
+            EndpointChanges::parse(br#"{"disabled":"yes","url":"https://127.0.0.1"}"#, &STRICT)
+                .unwrap_err();
+        assert_eq!(fields_of(&errors), vec!["url", "disabled"]);
+        let long = format!(
+            r#"{{"description":"{}"}}"#,
+            "d".repeat(MAX_DESCRIPTION_LEN + 1)
+        );
+        assert_eq!(
+            fields_of(&EndpointChanges::parse(long.as_bytes(), &STRICT).unwrap_err()),
+            vec!["description"]
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The event catalogue and the message that carries one event to one endpoint.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::id::{EndpointId, MessageId};
+
+/// Every event type a subscriber can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "booking.created")]
+    BookingCreated,
+    #[serde(rename = "booking.updated")]
+    BookingUpdated,
+    #[serde(rename = "booking.cancelled")]
+    BookingCancelled,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 3] = [
+        EventType::BookingCreated,
+        EventType::BookingUpdated,
+        EventType::BookingCancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::BookingCreated => "booking.created",
+            EventType::BookingUpdated => "booking.updated",
+            EventType::BookingCancelled => "booking.cancelled",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown event type")]
+pub struct UnknownEventType;
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or(UnknownEventType)
+    }
+}
+
+/// One event for one endpoint: the body of a delivery queue message. Everything needed to
+/// deliver (or replay) it, and nothing secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryMessage {
+    pub id: MessageId,
+    pub org_id: String,
+    pub endpoint_id: EndpointId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub timestamp: String,
+    pub data: serde_json::Value,
+}
+
+/// What the subscriber receives, in this field order.
+#[derive(Serialize)]
+struct Payload<'a> {
+    #[serde(rename = "type")]
+    event_type: EventType,
+    timestamp: &'a str,
+    data: &'a serde_json::Value,
+}
+
+impl DeliveryMessage {
+    /// The JSON body POSTed to the subscriber: `{"type","timestamp","data"}`.
+    pub fn payload(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(&Payload {
+            event_type: self.event_type,
+            timestamp: &self.timestamp,
+            data: &self.data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_round_trips() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert!("booking.deleted".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn payload_has_type_timestamp_and_data_only() {
+        let message = DeliveryMessage {
+            id: MessageId::parse("msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            org_id: "org_1".into(),
+            endpoint_id: EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            event_type: EventType::BookingCreated,
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            data: serde_json::json!({"booking": {"id": "bk_1"}}),
+        };
+        assert_eq!(
+            message.payload().unwrap(),
+            r#"{"type":"booking.created","timestamp":"2026-01-01T00:00:00.000Z","data":{"booking":{"id":"bk_1"}}}"#
+        );
+        let body = serde_json::to_string(&message).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DeliveryMessage>(&body).unwrap(),
+            message
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Sortable random identifiers: a prefix, then 26 Crockford base32 characters (48 bits of
+//! milliseconds since the epoch, 80 random bits), as in ULID. Ids created later sort later, so
+//! lists come out in creation order without an index.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const BODY_LEN: usize = 26;
+
+/// Error from the operating system's random source.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random source failed: {0}")]
+pub struct RandomError(String);
+
+/// Fills `buf` from the OS CSPRNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+    getrandom::fill(buf).map_err(|e| RandomError(e.to_string()))
+}
+
+fn sortable_body() -> Result<String, RandomError> {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        & 0xFFFF_FFFF_FFFF;
+    let mut random = [0u8; 10];
+    fill_random(&mut random)?;
+    let mut value: u128 = u128::from(millis) << 80;
+    for (i, byte) in random.iter().enumerate() {
+        value |= u128::from(*byte) << (72 - 8 * i);
+    }
+    let mut out = String::with_capacity(BODY_LEN);
+    for i in (0..BODY_LEN).rev() {
+        let index = ((value >> (5 * i)) & 0x1F) as usize;
+        out.push(CROCKFORD[index] as char);
+    }
+    Ok(out)
+}
+
+fn is_sortable_body(text: &str) -> bool {
+    text.len() == BODY_LEN && text.bytes().all(|b| CROCKFORD.contains(&b))
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn generate() -> Result<Self, RandomError> {
+                Ok(Self(format!("{}{}", $prefix, sortable_body()?)))
+            }
+
+            /// Accepts only the exact shape this module generates.
+            pub fn parse(text: &str) -> Option<Self> {
+                text.strip_prefix($prefix)
+                    .filter(|body| is_sortable_body(body))
+                    .map(|_| Self(text.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value).ok_or_else(|| format!("not a valid {} id: {value}", $prefix))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A webhook endpoint's id, `ep_...`.
+    EndpointId,
+    "ep_"
+);
+prefixed_id!(
+    /// A webhook message's id, `msg_...`: the `webhook-id` header, the same on every retry.
+    MessageId,
+    "msg_"
+);
+prefixed_id!(
+    /// A booking's id, `bk_...`.
+    BookingId,
+    "bk_"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_their_prefix_and_parse_back() {
+        let id = EndpointId::generate().unwrap();
+        assert!(id.as_str().starts_with("ep_"));
+        assert_eq!(id.as_str().len(), 3 + BODY_LEN);
+        assert_eq!(EndpointId::parse(id.as_str()), Some(id.clone()));
+        assert!(MessageId::parse(id.as_str()).is_none(), "prefix is checked");
+    }
+
+    #[test]
+    fn later_ids_sort_later() {
+        let first = EndpointId::generate().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = EndpointId::generate().unwrap();
+        assert!(first < second);
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for text in [
+            "",
+            "ep_",
+            "ep_short",
+            "ep_01ARZ3NDEKTSV4RRFFQ69G5FAi",
+            "ep_01ARZ3NDEKTSV4RRFFQ69G5FAV#",
+            "EP#x",
+        ] {
+            assert!(EndpointId::parse(text).is_none(), "{text}");
+        }
+        assert!(EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_some());
+    }
+}

@@ -1,0 +1,111 @@
+//! Error types of the ports, and how an API failure becomes an HTTP answer.
+
+use lambda_http::http::StatusCode;
+
+use crate::domain::validation::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an item with this key already exists")]
+    Conflict,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored item is malformed: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CipherError {
+    /// Wrong key, wrong encryption context or tampered ciphertext.
+    #[error("the ciphertext does not decrypt under this key and context")]
+    Undecryptable,
+    #[error("the cipher is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a message could not be encoded: {0}")]
+    Encoding(String),
+}
+
+/// Why an API request did not succeed; each kind has its status and JSON shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("Missing or invalid organization")]
+    Unauthorized,
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    #[error("Conflict")]
+    Conflict,
+    /// A dependency failed; details go to the log, not to the client.
+    #[error("Service unavailable, try again")]
+    Unavailable,
+    #[error("Internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// `{"message": "...", "errors": [...]}`; `errors` is empty unless the input was invalid.
+    pub fn body(&self) -> serde_json::Value {
+        let errors = match self {
+            ApiError::Invalid(errors) => errors.as_slice(),
+            _ => &[],
+        };
+        serde_json::json!({ "message": self.to_string(), "errors": errors })
+    }
+}
+
+impl From<Vec<FieldError>> for ApiError {
+    fn from(errors: Vec<FieldError>) -> Self {
+        ApiError::Invalid(errors)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict => ApiError::Conflict,
+            StoreError::Unavailable(detail) => {
+                tracing::error!(error = %detail, "store unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Corrupt(detail) => {
+                tracing::error!(error = %detail, "corrupt item in store");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<CipherError> for ApiError {
+    fn from(error: CipherError) -> Self {
+        tracing::error!(error = %error, "secret cipher failed");
+        ApiError::Unavailable
+    }
+}

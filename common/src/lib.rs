@@ -1,0 +1,13 @@
+//! Everything of the webhook platform that is not a `main`: the domain, the ports and their
+//! adapters, configuration, and the handlers the Lambda binaries and the local runner serve.
+
+pub mod adapters;
+pub mod api;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod local;
+pub mod ports;
+pub mod publish;
+pub mod time;

@@ -1,0 +1,295 @@
+//! The local runner: the whole system on 127.0.0.1 with embedded adapters and no AWS account.
+//! The API routes call the very handlers the Lambdas run; the delivery worker runs in-process on
+//! a queue with the SQS semantics that matter.
+
+pub mod jwt;
+mod receiver;
+mod server;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
+use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
+use crate::delivery::Deliverer;
+use crate::domain::id::fill_random;
+
+pub use server::LocalApi;
+
+pub const JWT_SECRET_VAR: &str = "WEBHOOKS_LOCAL_JWT_SECRET";
+pub const DEFAULT_PORT: u16 = 3000;
+/// How long a received message stays hidden before the local queue hands it out again.
+const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+const TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+const USAGE: &str = "usage:
+  webhooks-local [--port N] [--strict]        run the API and the delivery worker (port also from PORT; default 3000)
+  webhooks-local token --org ORG              print a bearer token for ORG (signed with WEBHOOKS_LOCAL_JWT_SECRET)
+  webhooks-local receive [--port N] [--secret whsec_...] [--status CODE]
+                                              a receiver that prints and verifies what it is sent (default port 9000)";
+
+/// Reads `--name value` pairs and bare `--flag`s.
+struct Args {
+    values: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    fn parse(args: &[String], flags: &[&str], options: &[&str]) -> Result<Self, LocalError> {
+        let mut values = Vec::new();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let name = arg.as_str();
+            if flags.contains(&name) {
+                values.push((name.to_owned(), None));
+            } else if options.contains(&name) {
+                let value = iter
+                    .next()
+                    .ok_or_else(|| LocalError::Usage(format!("{name} needs a value\n{USAGE}")))?;
+                values.push((name.to_owned(), Some(value.clone())));
+            } else {
+                return Err(LocalError::Usage(format!(
+                    "unknown argument {name}\n{USAGE}"
+                )));
+            }
+        }
+        Ok(Self { values })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.values.iter().any(|(n, _)| n == name)
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn port(&self, default: u16) -> Result<u16, LocalError> {
+        match self
+            .value("--port")
+            .map(str::to_owned)
+            .or_else(|| ProcessEnv.get("PORT"))
+        {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|_| LocalError::Usage(format!("not a port: {text}"))),
+        }
+    }
+}
+
+/// Entry point of the `webhooks-local` binary.
+pub async fn run_cli(args: Vec<String>) -> Result<(), LocalError> {
+    match args.first().map(String::as_str) {
+        Some("token") => {
+            let args = Args::parse(&args[1..], &[], &["--org"])?;
+            let org = args
+                .value("--org")
+                .ok_or_else(|| LocalError::Usage(format!("token needs --org\n{USAGE}")))?;
+            let secret = ProcessEnv.get(JWT_SECRET_VAR).ok_or_else(|| {
+                LocalError::Usage(format!(
+                    "set {JWT_SECRET_VAR} to the secret the running webhooks-local printed"
+                ))
+            })?;
+            let api = ApiConfig::from_source(&ProcessEnv)?;
+            println!(
+                "{}",
+                issue_token(secret.as_bytes(), &api.org_id_claim, org)?
+            );
+            Ok(())
+        }
+        Some("receive") => {
+            let args = Args::parse(&args[1..], &[], &["--port", "--secret", "--status"])?;
+            let status = match args.value("--status") {
+                None => 204,
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| LocalError::Usage(format!("not a status: {text}")))?,
+            };
+            receiver::run(args.port(9000)?, args.value("--secret"), status).await
+        }
+        Some("help") | Some("--help") | Some("-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            let args = Args::parse(&args, &["--strict"], &["--port"])?;
+            let port = args.port(DEFAULT_PORT)?;
+            serve(port, args.flag("--strict")).await
+        }
+    }
+}
+
+fn issue_token(secret: &[u8], claim: &str, org: &str) -> Result<String, LocalError> {
+    jwt::issue(secret, claim, org, TOKEN_TTL_SECS).map_err(|e| LocalError::Setup(e.to_string()))
+}
+
+/// The environment, with the local runner's relaxed defaults unless `strict`: private targets
+/// and plain http are allowed so a receiver on http://localhost works.
+struct LocalSource {
+    strict: bool,
+}
+
+impl Source for LocalSource {
+    fn get(&self, name: &str) -> Option<String> {
+        let relaxable =
+            name == config::ALLOW_PRIVATE_TARGETS || name == config::ALLOW_INSECURE_URLS;
+        match (relaxable, self.strict) {
+            (true, true) => Some("0".into()),
+            (true, false) => ProcessEnv.get(name).or_else(|| Some("1".into())),
+            (false, _) => ProcessEnv.get(name),
+        }
+    }
+}
+
+async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
+    let source = LocalSource { strict };
+    let api_config = ApiConfig::from_source(&source)?;
+    let delivery_config = DeliveryConfig::from_source(&source)?;
+    let (jwt_secret, generated) = match ProcessEnv.get(JWT_SECRET_VAR) {
+        Some(secret) => (secret, false),
+        None => {
+            let mut bytes = [0u8; 24];
+            fill_random(&mut bytes).map_err(|e| LocalError::Setup(e.to_string()))?;
+            (bytes.iter().map(|b| format!("{b:02x}")).collect(), true)
+        }
+    };
+
+    let store = MemoryStore::new();
+    let cipher = LocalCipher::generate().map_err(|e| LocalError::Setup(e.to_string()))?;
+    let queue = Arc::new(LocalQueue::new(
+        VISIBILITY_TIMEOUT,
+        delivery_config.schedule.max_attempts(),
+    ));
+    let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
+        .map_err(|e| LocalError::Setup(e.to_string()))?;
+    let api = Arc::new(LocalApi::new(
+        store,
+        cipher,
+        queue.clone(),
+        api_config.clone(),
+        jwt_secret.clone().into_bytes(),
+    ));
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let address = listener.local_addr()?;
+    let token = issue_token(jwt_secret.as_bytes(), &api_config.org_id_claim, "demo")?;
+    print_banner(
+        address,
+        strict,
+        &delivery_config,
+        &jwt_secret,
+        generated,
+        &token,
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn({
+        let queue = queue.clone();
+        let stopped = stopped.clone();
+        async move { worker::run(&deliverer, &queue, stopped).await }
+    });
+    let server = tokio::spawn(server::run(listener, api, stopped));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the deliveries under way");
+    let _ = stop.send(true);
+    let _ = server.await;
+    let _ = worker.await;
+    let left = queue.len().unwrap_or(0);
+    let dead = queue.dead_letters().map(|d| d.len()).unwrap_or(0);
+    if left > 0 {
+        tracing::warn!("stopped with {left} message(s) still queued and not delivered (the embedded queue is in memory: they are discarded)");
+    }
+    println!("webhooks-local stopped: {left} message(s) left undelivered, {dead} dead-lettered");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn print_banner(
+    address: SocketAddr,
+    strict: bool,
+    delivery: &DeliveryConfig,
+    jwt_secret: &str,
+    generated: bool,
+    token: &str,
+) {
+    let base = format!("http://{address}");
+    let targets = if strict {
+        "strict: https only, private and loopback targets refused (production rules)".to_owned()
+    } else {
+        format!(
+            "relaxed for local development: private/loopback targets {}, plain http {} (use --strict for production rules)",
+            if delivery.targets.allow_private { "ALLOWED" } else { "refused" },
+            if delivery.targets.allow_insecure { "ALLOWED" } else { "refused" },
+        )
+    };
+    let secret_line = if generated {
+        format!("generated for this run; set {JWT_SECRET_VAR} to keep tokens across restarts:\n    export {JWT_SECRET_VAR}={jwt_secret}")
+    } else {
+        format!("from {JWT_SECRET_VAR}")
+    };
+    println!(
+        r#"
+webhooks-local listening on {base}
+  adapters:        embedded (in-memory store, local AES-GCM cipher, in-process queue); nothing persists
+  targets:         {targets}
+  retry schedule:  {schedule} ({attempts} attempts, then the dead-letter list)
+  JWT secret:      {secret_line}
+
+Try it (in another terminal):
+  webhooks-local receive --port 9000            # or: cargo run --release --bin webhooks-local -- receive --port 9000
+  export TOKEN={token}
+  curl -s -X POST {base}/webhooks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"url":"http://127.0.0.1:9000/hook","events":["booking.created"]}}'
+  curl -s -X POST {base}/bookings -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}}'
+  The receiver prints the signed booking.created; pass it the endpoint's secret (--secret whsec_...) to verify it.
+  Dead letters of your org: curl -s {base}/local/dead-letters -H "authorization: Bearer $TOKEN"
+"#,
+        schedule = delivery.schedule,
+        attempts = delivery.schedule.max_attempts(),
+    );
+}

@@ -1,0 +1,258 @@
+//! The local HTTP front door: verifies the bearer token like API Gateway's JWT authorizer, builds
+//! the same request context, and calls the Lambda handlers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, RequestExt, Response};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::jwt;
+use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
+use crate::api::{self, error_response, json_response, org_from_claims, MAX_BODY_BYTES};
+use crate::config::ApiConfig;
+use crate::delivery::DeadLetter;
+use crate::error::ApiError;
+
+pub struct LocalApi {
+    store: MemoryStore,
+    cipher: LocalCipher,
+    queue: Arc<LocalQueue>,
+    config: ApiConfig,
+    jwt_secret: Vec<u8>,
+}
+
+impl LocalApi {
+    pub fn new(
+        store: MemoryStore,
+        cipher: LocalCipher,
+        queue: Arc<LocalQueue>,
+        config: ApiConfig,
+        jwt_secret: Vec<u8>,
+    ) -> Self {
+        Self {
+            store,
+            cipher,
+            queue,
+            config,
+            jwt_secret,
+        }
+    }
+
+    /// Routes one request to its handler.
+    pub async fn handle(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = match self.to_lambda_request(request).await {
+            Ok(lambda_request) => self.route(&method, &path, lambda_request).await,
+            Err(error) => error_response(&error),
+        };
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+        into_hyper(response)
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        request: lambda_http::Request,
+    ) -> Response<Body> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (store, cipher, config) = (&self.store, &self.cipher, &self.config);
+        match (method, segments.as_slice()) {
+            (&Method::POST, ["webhooks"]) => {
+                api::create_webhook(store, cipher, config, request).await
+            }
+            (&Method::GET, ["webhooks"]) => api::list_webhooks(store, config, request).await,
+            (&Method::GET, ["webhooks", id]) => {
+                api::get_webhook(store, config, with_id(request, id)).await
+            }
+            (&Method::PATCH, ["webhooks", id]) => {
+                api::update_webhook(store, config, with_id(request, id)).await
+            }
+            (&Method::DELETE, ["webhooks", id]) => {
+                api::delete_webhook(store, config, with_id(request, id)).await
+            }
+            (&Method::POST, ["bookings"]) => {
+                api::create_booking(store, self.queue.as_ref(), config, request).await
+            }
+            (&Method::GET, ["local", "dead-letters"]) => self.dead_letters(&request),
+            (_, ["webhooks"] | ["webhooks", _] | ["bookings"] | ["local", "dead-letters"]) => {
+                error_response(&ApiError::MethodNotAllowed)
+            }
+            _ => error_response(&ApiError::NotFound),
+        }
+    }
+
+    /// The caller's org's dead letters (local runner only; on AWS they sit in the DLQ).
+    fn dead_letters(&self, request: &lambda_http::Request) -> Response<Body> {
+        let org = match org_from_claims(request, &self.config.org_id_claim) {
+            Ok(org) => org,
+            Err(error) => return error_response(&error),
+        };
+        let letters: Vec<DeadLetter> = self
+            .queue
+            .dead_letters()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|body| serde_json::from_str::<DeadLetter>(body).ok())
+            .filter(|letter| {
+                letter
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| m.org_id == org.as_str())
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({ "deadLetters": letters }))
+    }
+
+    /// The request as a Lambda handler sees it behind API Gateway: the same request context,
+    /// with JWT claims only when the bearer token verifies.
+    async fn to_lambda_request(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> Result<lambda_http::Request, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = Limited::new(body, MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|error| {
+                if error
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::invalid("body", "could not be read")
+                }
+            })?
+            .to_bytes();
+        let claims = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .and_then(|token| match jwt::verify(&self.jwt_secret, token.trim()) {
+                Ok(claims) => Some(claims),
+                Err(error) => {
+                    tracing::info!(%error, "bearer token refused");
+                    None
+                }
+            });
+        let query: HashMap<String, Vec<String>> = parts
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).fold(HashMap::new(), |mut map, (k, v)| {
+                    map.entry(k.into_owned())
+                        .or_insert_with(Vec::new)
+                        .push(v.into_owned());
+                    map
+                })
+            })
+            .unwrap_or_default();
+        let context = request_context(&parts.method, parts.uri.path(), claims)?;
+        let body = if bytes.is_empty() {
+            Body::Empty
+        } else {
+            match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => Body::Text(text),
+                Err(_) => Body::Binary(bytes.to_vec()),
+            }
+        };
+        let request = lambda_http::Request::from_parts(parts, body)
+            .with_query_string_parameters(query)
+            .with_request_context(context);
+        Ok(request)
+    }
+}
+
+fn with_id(request: lambda_http::Request, id: &str) -> lambda_http::Request {
+    request.with_path_parameters(HashMap::from([("id".to_owned(), id.to_owned())]))
+}
+
+fn request_context(
+    method: &Method,
+    path: &str,
+    claims: Option<HashMap<String, String>>,
+) -> Result<RequestContext, ApiError> {
+    let mut context = json!({
+        "accountId": "local",
+        "apiId": "local",
+        "stage": "$default",
+        "requestId": "local",
+        "domainName": "127.0.0.1",
+        "timeEpoch": crate::time::unix_seconds_now() * 1000,
+        "http": {
+            "method": method.as_str(),
+            "path": path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "",
+        },
+    });
+    if let Some(claims) = claims {
+        context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+    }
+    let context: ApiGatewayV2httpRequestContext =
+        serde_json::from_value(context).map_err(|error| {
+            tracing::error!(%error, "could not build the request context");
+            ApiError::Internal
+        })?;
+    Ok(RequestContext::ApiGatewayV2(context))
+}
+
+fn into_hyper(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// Serves until `stopped` turns true.
+pub async fn run(listener: TcpListener, api: Arc<LocalApi>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(request).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+        });
+    }
+}

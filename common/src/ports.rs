@@ -1,0 +1,127 @@
+//! Narrow traits between the domain and the world. Each has an `aws` and an `embedded` adapter,
+//! and both pass the same contract tests (`tests/contract_*.rs`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::delivery::DeadLetter;
+use crate::domain::booking::Booking;
+use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::event::{DeliveryMessage, EventType};
+use crate::domain::id::EndpointId;
+use crate::domain::OrgId;
+use crate::error::{CipherError, QueueError, StoreError};
+
+/// Largest page a list may ask for.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Most messages one `enqueue` call takes (the SQS batch limit).
+pub const MAX_ENQUEUE_BATCH: usize = 10;
+
+/// One page of an org's endpoints, oldest first.
+#[derive(Debug)]
+pub struct EndpointPage {
+    pub endpoints: Vec<Endpoint>,
+    /// Where the next page starts (after this id), when there is one.
+    pub next_after: Option<EndpointId>,
+}
+
+/// Endpoints, always addressed through their org: another org's item cannot even be named.
+pub trait EndpointStore: Send + Sync {
+    /// Stores a new endpoint; `StoreError::Conflict` if its id is taken.
+    fn insert_endpoint(
+        &self,
+        endpoint: &Endpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+
+    /// Up to `limit` endpoints after `after`, in id (creation) order.
+    fn list_endpoints(
+        &self,
+        org: &OrgId,
+        limit: usize,
+        after: Option<&EndpointId>,
+    ) -> impl Future<Output = Result<EndpointPage, StoreError>> + Send;
+
+    /// Applies `changes` to an existing endpoint; `None` when there is no such endpoint in `org`.
+    fn update_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        changes: &EndpointChanges,
+        updated_at: &str,
+    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+
+    /// Deletes an endpoint; `false` when there was no such endpoint in `org`.
+    fn delete_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every enabled endpoint of `org` subscribed to `event_type`, all pages read.
+    fn subscribers(
+        &self,
+        org: &OrgId,
+        event_type: EventType,
+    ) -> impl Future<Output = Result<Vec<EndpointId>, StoreError>> + Send;
+}
+
+pub trait BookingStore: Send + Sync {
+    fn insert_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Whom a secret belongs to. Bound into its ciphertext, so a ciphertext moved to another
+/// endpoint's row or another org does not decrypt.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretContext<'a> {
+    pub org_id: &'a OrgId,
+    pub endpoint_id: &'a EndpointId,
+}
+
+pub trait SecretCipher: Send + Sync {
+    fn encrypt(
+        &self,
+        plaintext: &[u8],
+        context: SecretContext<'_>,
+    ) -> impl Future<Output = Result<Vec<u8>, CipherError>> + Send;
+
+    fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        context: SecretContext<'_>,
+    ) -> impl Future<Output = Result<Vec<u8>, CipherError>> + Send;
+}
+
+/// The producer side of the delivery queue.
+pub trait DeliveryQueue: Send + Sync {
+    /// Sends up to [`MAX_ENQUEUE_BATCH`] messages; returns the indexes of those that failed.
+    fn enqueue(
+        &self,
+        messages: &[DeliveryMessage],
+    ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
+}
+
+/// The consumer side: what the delivery worker does with a message it could not deliver.
+pub trait RetryControl: Send + Sync {
+    /// Makes the received message (named by its receipt handle) visible again after `delay`.
+    fn retry_later(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Parks a message that will not be retried, with what is needed to replay it.
+    fn dead_letter(
+        &self,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}

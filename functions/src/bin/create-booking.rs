@@ -1,0 +1,20 @@
+//! `POST /bookings` behind API Gateway: stores a booking and publishes booking.created.
+use std::convert::Infallible;
+
+use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
+use common::api;
+use common::config::{required, ApiConfig, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
+use lambda_http::{run, service_fn, tracing, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = ApiConfig::from_source(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+    let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
+    run(service_fn(|request: Request| async {
+        Ok::<_, Infallible>(api::create_booking(&store, &queue, &config, request).await)
+    }))
+    .await
+}

@@ -1,0 +1,20 @@
+//! `POST /webhooks` behind API Gateway: creates an endpoint and reveals its secret once.
+use std::convert::Infallible;
+
+use common::adapters::aws::{load_sdk_config, DynamoStore, KmsCipher};
+use common::api;
+use common::config::{required, ApiConfig, ProcessEnv, KMS_KEY_ID, TABLE_NAME};
+use lambda_http::{run, service_fn, tracing, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = ApiConfig::from_source(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+    let cipher = KmsCipher::from_sdk_config(&sdk, required(&ProcessEnv, KMS_KEY_ID)?);
+    run(service_fn(|request: Request| async {
+        Ok::<_, Infallible>(api::create_webhook(&store, &cipher, &config, request).await)
+    }))
+    .await
+}

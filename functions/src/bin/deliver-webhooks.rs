@@ -1,0 +1,29 @@
+//! Triggered by the delivery queue: signs and POSTs each record, reports the ones to retry.
+use std::convert::Infallible;
+
+use common::adapters::aws::{load_sdk_config, DynamoStore, KmsCipher, SqsRetryControl};
+use common::config::{
+    required, DeliveryConfig, ProcessEnv, DEAD_LETTER_QUEUE_URL, DELIVERY_QUEUE_URL, KMS_KEY_ID,
+    TABLE_NAME,
+};
+use common::delivery::{Deliverer, SqsEvent};
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = DeliveryConfig::from_source(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+    let cipher = KmsCipher::from_sdk_config(&sdk, required(&ProcessEnv, KMS_KEY_ID)?);
+    let control = SqsRetryControl::from_sdk_config(
+        &sdk,
+        required(&ProcessEnv, DELIVERY_QUEUE_URL)?,
+        required(&ProcessEnv, DEAD_LETTER_QUEUE_URL)?,
+    );
+    let deliverer = Deliverer::new(store, cipher, config)?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, Infallible>(deliverer.handle_sqs_event(&control, event.payload).await)
+    }))
+    .await
+}
