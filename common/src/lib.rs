@@ -10,4 +10,6 @@ pub mod error;
 pub mod local;
 pub mod ports;
 pub mod publish;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod time;

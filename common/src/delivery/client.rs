@@ -60,18 +60,27 @@ impl Resolve for VettingResolver {
         let policy = self.policy;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let vetted: Vec<SocketAddr> = resolved
-                .filter(|addr| policy.allows_address(addr.ip()))
-                .collect();
-            if vetted.is_empty() {
-                return Err(
-                    Box::new(NoPublicAddress { host }) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
+            let vetted = resolve_vetted(policy, &host).await?;
             Ok(Box::new(vetted.into_iter()) as Addrs)
         })
     }
+}
+
+/// Resolves `host` and keeps the addresses `policy` allows; an error when none is left.
+pub async fn resolve_vetted(
+    policy: TargetPolicy,
+    host: &str,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let resolved = tokio::net::lookup_host((host, 0)).await?;
+    let vetted: Vec<SocketAddr> = resolved
+        .filter(|addr| policy.allows_address(addr.ip()))
+        .collect();
+    if vetted.is_empty() {
+        return Err(Box::new(NoPublicAddress {
+            host: host.to_owned(),
+        }));
+    }
+    Ok(vetted)
 }
 
 pub struct WebhookClient {
@@ -218,5 +227,26 @@ fn describe_send_error(error: &reqwest::Error) -> String {
         kind.to_owned()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_unless_private_targets_are_allowed() {
+        let strict = TargetPolicy::default();
+        let error = resolve_vetted(strict, "localhost").await.unwrap_err();
+        assert!(error.to_string().contains("no public address"), "{error}");
+        let local = TargetPolicy {
+            allow_private: true,
+            allow_insecure: true,
+        };
+        let addresses = resolve_vetted(local, "localhost").await.unwrap();
+        assert!(
+            addresses.iter().all(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
     }
 }

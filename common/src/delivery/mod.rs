@@ -13,7 +13,8 @@ use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
 pub use client::{
-    AttemptOutcome, ClientBuildError, SignedRequest, WebhookClient, USER_AGENT_VALUE,
+    resolve_vetted, AttemptOutcome, ClientBuildError, SignedRequest, WebhookClient,
+    USER_AGENT_VALUE,
 };
 use secrets::SecretCache;
 
@@ -92,6 +93,10 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    pub fn cipher(&self) -> &C {
+        &self.cipher
     }
 
     /// Settles every record, at most `concurrency` at a time, and returns the queue ids of those

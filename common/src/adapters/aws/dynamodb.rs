@@ -25,7 +25,12 @@ const BOOKING_PREFIX: &str = "BK#";
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Items read per query page when collecting subscribers.
+    scan_page_size: i32,
 }
+
+/// Bounds the memory and time of one page when an org has many endpoints.
+const DEFAULT_SCAN_PAGE_SIZE: i32 = 100;
 
 impl DynamoStore {
     pub fn from_sdk_config(sdk: &super::SdkConfig, table: impl Into<String>) -> Self {
@@ -36,7 +41,14 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            scan_page_size: DEFAULT_SCAN_PAGE_SIZE,
         }
+    }
+
+    /// Changes how many items one subscriber query page reads.
+    pub fn with_scan_page_size(mut self, items: i32) -> Self {
+        self.scan_page_size = items.max(1);
+        self
     }
 }
 
@@ -306,6 +318,7 @@ impl EndpointStore for DynamoStore {
                 .expression_attribute_values(":false", AttributeValue::Bool(false))
                 .expression_attribute_values(":type", s(event_type.as_str()))
                 .set_exclusive_start_key(start.take())
+                .limit(self.scan_page_size)
                 .send()
                 .await
                 .map_err(unavailable)?;

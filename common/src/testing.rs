@@ -1,0 +1,417 @@
+//! Test support (feature `test-support`): resources in the AWS emulator, a webhook sink on
+//! loopback, API Gateway request fixtures, and the official Standard Webhooks verifier.
+//! Test code: panics here are test failures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::ApiConfig;
+use crate::domain::target::TargetPolicy;
+
+pub const ENDPOINT_VAR: &str = "WEBHOOKS_TEST_AWS_ENDPOINT";
+pub const PYTHON_VAR: &str = "WEBHOOKS_TEST_PYTHON";
+
+/// The moto server started by `./scripts/test`.
+pub fn aws_endpoint() -> String {
+    std::env::var(ENDPOINT_VAR)
+        .unwrap_or_else(|_| panic!("{ENDPOINT_VAR} is not set: run the tests with ./scripts/test, which starts moto server"))
+}
+
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(aws_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test (or earlier run against the same emulator) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).unwrap();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        u32::from_le_bytes(random)
+    )
+}
+
+/// A fresh table with the project's key schema.
+pub async fn create_table(sdk: &SdkConfig) -> String {
+    let name = unique("webhooks");
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .key_schema(key("PK", KeyType::Hash))
+        .key_schema(key("SK", KeyType::Range))
+        .attribute_definitions(attribute("PK"))
+        .attribute_definitions(attribute("SK"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+pub async fn create_key(sdk: &SdkConfig) -> String {
+    let output = aws_sdk_kms::Client::new(sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap();
+    output.key_metadata.unwrap().key_id
+}
+
+/// A fresh delivery queue and its dead-letter queue.
+pub struct Queues {
+    pub url: String,
+    pub dead_letter_url: String,
+}
+
+pub async fn create_queues(sdk: &SdkConfig, max_receive_count: u32) -> Queues {
+    let client = aws_sdk_sqs::Client::new(sdk);
+    let dlq_name = unique("webhooks-dlq");
+    let dead_letter_url = client
+        .create_queue()
+        .queue_name(&dlq_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dead_letter_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap();
+    let redrive =
+        json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count }).to_string();
+    let url = client
+        .create_queue()
+        .queue_name(unique("webhooks-delivery"))
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Queues {
+        url,
+        dead_letter_url,
+    }
+}
+
+pub fn api_config(targets: TargetPolicy) -> ApiConfig {
+    ApiConfig {
+        org_id_claim: "org_id".into(),
+        targets,
+        publish_timeout: Duration::from_secs(5),
+    }
+}
+
+/// An API Gateway HTTP API (payload 2.0) event, parsed the way the Lambda runtime parses it.
+pub struct ApiEvent {
+    event: Value,
+}
+
+impl ApiEvent {
+    pub fn new(method: &str, route: &str, path: &str) -> Self {
+        Self {
+            event: json!({
+                "version": "2.0",
+                "routeKey": format!("{method} {route}"),
+                "rawPath": path,
+                "rawQueryString": "",
+                "headers": { "content-type": "application/json", "host": "api.example.com" },
+                "requestContext": {
+                    "accountId": "123456789012",
+                    "apiId": "api",
+                    "domainName": "api.example.com",
+                    "domainPrefix": "api",
+                    "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "tests" },
+                    "requestId": "request",
+                    "routeKey": format!("{method} {route}"),
+                    "stage": "$default",
+                    "time": "01/Jan/2030:00:00:00 +0000",
+                    "timeEpoch": 1_893_456_000_000u64
+                },
+                "isBase64Encoded": false
+            }),
+        }
+    }
+
+    /// Claims as the JWT authorizer passes them.
+    pub fn claims(mut self, claims: &[(&str, &str)]) -> Self {
+        let claims: serde_json::Map<String, Value> = claims
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        self.event["requestContext"]["authorizer"] =
+            json!({ "jwt": { "claims": claims, "scopes": null } });
+        self
+    }
+
+    pub fn org(self, org: &str) -> Self {
+        self.claims(&[("org_id", org), ("sub", "user-1")])
+    }
+
+    pub fn id(mut self, id: &str) -> Self {
+        self.event["pathParameters"] = json!({ "id": id });
+        self
+    }
+
+    pub fn query(mut self, pairs: &[(&str, &str)]) -> Self {
+        let map: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        self.event["rawQueryString"] = json!(url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish());
+        self.event["queryStringParameters"] = Value::Object(map);
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.event["body"] = json!(body.into());
+        self
+    }
+
+    pub fn json(self, body: &Value) -> Self {
+        self.body(body.to_string())
+    }
+
+    pub fn request(self) -> lambda_http::Request {
+        lambda_http::request::from_str(&self.event.to_string()).unwrap()
+    }
+}
+
+/// A handler's answer: status and parsed JSON body (null when empty).
+pub fn read_response(response: lambda_http::Response<lambda_http::Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        lambda_http::Body::Text(text) => serde_json::from_str(text).unwrap(),
+        lambda_http::Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+/// What a sink answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// One request a sink received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// A webhook receiver on loopback that records what it gets and answers from a script.
+pub struct Sink {
+    pub address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Sink {
+    /// Answers `replies` in order, then `then` to everything after.
+    pub async fn start(replies: Vec<Reply>, then: Reply) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(replies)));
+        let task = tokio::spawn({
+            let received = received.clone();
+            async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (received, script, then) = (received.clone(), script.clone(), then.clone());
+                    tokio::spawn(async move {
+                        let service =
+                            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                                let (received, script, then) =
+                                    (received.clone(), script.clone(), then.clone());
+                                async move {
+                                    let (parts, body) = request.into_parts();
+                                    let body = body
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    received.lock().unwrap().push(Received {
+                                        method: parts.method.to_string(),
+                                        path: parts.uri.path().to_owned(),
+                                        headers: parts
+                                            .headers
+                                            .iter()
+                                            .map(|(k, v)| {
+                                                (
+                                                    k.as_str().to_owned(),
+                                                    v.to_str().unwrap_or("").to_owned(),
+                                                )
+                                            })
+                                            .collect(),
+                                        body: String::from_utf8_lossy(&body).into_owned(),
+                                    });
+                                    let reply = script.lock().unwrap().pop_front().unwrap_or(then);
+                                    tokio::time::sleep(reply.delay).await;
+                                    let mut response =
+                                        hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                                    *response.status_mut() =
+                                        hyper::StatusCode::from_u16(reply.status).unwrap();
+                                    for (name, value) in &reply.headers {
+                                        response.headers_mut().insert(
+                                            hyper::header::HeaderName::from_bytes(name.as_bytes())
+                                                .unwrap(),
+                                            hyper::header::HeaderValue::from_str(value).unwrap(),
+                                        );
+                                    }
+                                    Ok::<_, Infallible>(response)
+                                }
+                            });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            received,
+            task,
+        }
+    }
+
+    pub async fn always(status: u16) -> Self {
+        Self::start(Vec::new(), Reply::status(status)).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.address)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Verifies a received webhook with the official `standardwebhooks` Python package.
+pub fn verify_with_standardwebhooks(secret: &str, received: &Received) -> bool {
+    let python = std::env::var(PYTHON_VAR)
+        .unwrap_or_else(|_| panic!("{PYTHON_VAR} is not set: run the tests with ./scripts/test, which installs standardwebhooks"));
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+request = json.load(sys.stdin)
+try:
+    Webhook(request["secret"]).verify(request["body"], request["headers"])
+    print("valid")
+except Exception as error:
+    print("invalid:", error)
+"#;
+    let input =
+        json!({ "secret": secret, "body": received.body, "headers": received.headers }).to_string();
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let verdict = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        verdict.starts_with("valid") || verdict.starts_with("invalid"),
+        "verifier failed: {verdict}"
+    );
+    verdict == "valid"
+}

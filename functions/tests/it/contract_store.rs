@@ -1,0 +1,245 @@
+//! One suite, two stores: the in-memory store and DynamoDB (moto) must behave alike.
+
+use std::collections::HashSet;
+
+use common::adapters::aws::DynamoStore;
+use common::adapters::embedded::MemoryStore;
+use common::domain::endpoint::{Endpoint, EndpointChanges};
+use common::domain::event::EventType;
+use common::domain::id::EndpointId;
+use common::domain::OrgId;
+use common::error::StoreError;
+use common::ports::{BookingStore, EndpointStore};
+use common::testing::{create_table, sdk_config};
+
+pub fn org(name: &str) -> OrgId {
+    OrgId::parse(name).unwrap()
+}
+
+pub fn endpoint(org_id: &OrgId, events: &[EventType]) -> Endpoint {
+    Endpoint {
+        id: EndpointId::generate().unwrap(),
+        org_id: org_id.clone(),
+        url: "https://hooks.example.com/in".into(),
+        events: events.to_vec(),
+        description: "test".into(),
+        disabled: false,
+        created_at: "2030-01-01T00:00:00.000Z".into(),
+        updated_at: "2030-01-01T00:00:00.000Z".into(),
+        secret_ciphertext: vec![1, 2, 3],
+    }
+}
+
+async fn crud_is_scoped_to_the_org(store: &impl EndpointStore) {
+    let (a, b) = (org("org_a"), org("org_b"));
+    let mine = endpoint(&a, &[EventType::BookingCreated]);
+    store.insert_endpoint(&mine).await.unwrap();
+    assert!(matches!(
+        store.insert_endpoint(&mine).await,
+        Err(StoreError::Conflict)
+    ));
+
+    assert_eq!(
+        store.get_endpoint(&a, &mine.id).await.unwrap(),
+        Some(mine.clone())
+    );
+    assert_eq!(store.get_endpoint(&b, &mine.id).await.unwrap(), None);
+
+    let changes = EndpointChanges {
+        url: Some("https://other.example.com/".into()),
+        events: Some(vec![EventType::BookingCancelled, EventType::BookingUpdated]),
+        description: Some("changed".into()),
+        disabled: Some(true),
+    };
+    assert_eq!(
+        store
+            .update_endpoint(&b, &mine.id, &changes, "2030-01-02T00:00:00.000Z")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_endpoint(&a, &mine.id).await.unwrap(),
+        Some(mine.clone()),
+        "a foreign update changed nothing"
+    );
+
+    let updated = store
+        .update_endpoint(&a, &mine.id, &changes, "2030-01-02T00:00:00.000Z")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.url, "https://other.example.com/");
+    assert_eq!(
+        updated.events,
+        vec![EventType::BookingCancelled, EventType::BookingUpdated]
+    );
+    assert_eq!(updated.description, "changed");
+    assert!(updated.disabled);
+    assert_eq!(updated.updated_at, "2030-01-02T00:00:00.000Z");
+    assert_eq!(updated.created_at, mine.created_at);
+    assert_eq!(updated.secret_ciphertext, mine.secret_ciphertext);
+    assert_eq!(
+        store.get_endpoint(&a, &mine.id).await.unwrap(),
+        Some(updated)
+    );
+
+    let missing = EndpointId::generate().unwrap();
+    assert_eq!(
+        store
+            .update_endpoint(&a, &missing, &changes, "x")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_endpoint(&a, &missing).await.unwrap(),
+        None,
+        "an update never upserts"
+    );
+
+    assert!(!store.delete_endpoint(&b, &mine.id).await.unwrap());
+    assert!(
+        store.get_endpoint(&a, &mine.id).await.unwrap().is_some(),
+        "a foreign delete removed nothing"
+    );
+    assert!(store.delete_endpoint(&a, &mine.id).await.unwrap());
+    assert!(!store.delete_endpoint(&a, &mine.id).await.unwrap());
+    assert_eq!(store.get_endpoint(&a, &mine.id).await.unwrap(), None);
+}
+
+async fn pages_return_every_endpoint_once_and_only_the_orgs(store: &impl EndpointStore) {
+    let (a, b) = (org("org_pages"), org("org_pages_other"));
+    let mut expected = Vec::new();
+    for _ in 0..25 {
+        let e = endpoint(&a, &[EventType::BookingCreated]);
+        store.insert_endpoint(&e).await.unwrap();
+        expected.push(e.id);
+    }
+    for _ in 0..3 {
+        store
+            .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = store.list_endpoints(&a, 10, after.as_ref()).await.unwrap();
+        sizes.push(page.endpoints.len());
+        assert!(page.endpoints.iter().all(|e| e.org_id == a));
+        seen.extend(page.endpoints.into_iter().map(|e| e.id));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![10, 10, 5]);
+    expected.sort();
+    assert_eq!(seen, expected, "every endpoint exactly once, in id order");
+    let exact = store.list_endpoints(&b, 3, None).await.unwrap();
+    assert_eq!(
+        (exact.endpoints.len(), exact.next_after),
+        (3, None),
+        "no empty last page"
+    );
+}
+
+async fn subscribers_are_enabled_subscribed_endpoints_of_the_org(store: &impl EndpointStore) {
+    let (a, b) = (org("org_subs"), org("org_subs_other"));
+    let wanted = endpoint(
+        &a,
+        &[EventType::BookingCancelled, EventType::BookingCreated],
+    );
+    let other_type = endpoint(&a, &[EventType::BookingCancelled]);
+    let mut disabled = endpoint(&a, &[EventType::BookingCreated]);
+    disabled.disabled = true;
+    let foreign = endpoint(&b, &[EventType::BookingCreated]);
+    for e in [&wanted, &other_type, &disabled, &foreign] {
+        store.insert_endpoint(e).await.unwrap();
+    }
+    let found = store
+        .subscribers(&a, EventType::BookingCreated)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![wanted.id.clone()]);
+    let cancelled: HashSet<_> = store
+        .subscribers(&a, EventType::BookingCancelled)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(cancelled, HashSet::from([wanted.id, other_type.id]));
+    assert!(store
+        .subscribers(&a, EventType::BookingUpdated)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn bookings_are_stored_once(store: &impl BookingStore) {
+    let booking = common::domain::booking::NewBooking::parse(
+        br#"{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}"#,
+    )
+    .unwrap()
+    .into_booking(common::domain::id::BookingId::generate().unwrap(), "2030-01-01T00:00:00.000Z".into());
+    store
+        .insert_booking(&org("org_bk"), &booking)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_booking(&org("org_bk"), &booking).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+async fn suite(store: &(impl EndpointStore + BookingStore)) {
+    crud_is_scoped_to_the_org(store).await;
+    pages_return_every_endpoint_once_and_only_the_orgs(store).await;
+    subscribers_are_enabled_subscribed_endpoints_of_the_org(store).await;
+    bookings_are_stored_once(store).await;
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_store_contract() {
+    suite(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_passes_the_store_contract() {
+    let sdk = sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, create_table(&sdk).await);
+    suite(&store).await;
+}
+
+#[tokio::test]
+async fn dynamodb_subscribers_read_every_page() {
+    // Small pages, and a filter that discards most items, so the loop must follow
+    // LastEvaluatedKey through pages that hold no subscriber at all.
+    let sdk = sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, create_table(&sdk).await).with_scan_page_size(7);
+    let a = org("org_many");
+    let mut wanted = Vec::new();
+    for i in 0..60 {
+        let e = endpoint(
+            &a,
+            if i % 20 == 0 {
+                &[EventType::BookingCreated]
+            } else {
+                &[EventType::BookingUpdated]
+            },
+        );
+        if i % 20 == 0 {
+            wanted.push(e.id.clone());
+        }
+        store.insert_endpoint(&e).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .subscribers(&a, EventType::BookingCreated)
+            .await
+            .unwrap(),
+        wanted
+    );
+}

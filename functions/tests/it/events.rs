@@ -1,0 +1,137 @@
+//! Every sample event in events/ runs through its function's handler, so they stay valid for
+//! `sam local invoke -e` and `cargo lambda invoke --data-file`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
+use common::api::{self, org_from_claims};
+use common::delivery::{Deliverer, SqsEvent};
+use common::domain::endpoint::Endpoint;
+use common::domain::event::{DeliveryMessage, EventType};
+use common::domain::id::EndpointId;
+use common::domain::secret::WebhookSecret;
+use common::domain::target::TargetPolicy;
+use common::domain::OrgId;
+use common::ports::{EndpointStore, SecretCipher, SecretContext};
+use common::testing::{api_config, read_response, verify_with_standardwebhooks, Sink};
+use lambda_http::RequestExt;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn api_event(name: &str) -> lambda_http::Request {
+    let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Stores an endpoint under the org and id a fixture names, with a fresh secret.
+async fn seed(
+    store: &MemoryStore,
+    cipher: &LocalCipher,
+    org: &OrgId,
+    id: &EndpointId,
+    url: &str,
+) -> WebhookSecret {
+    let secret = WebhookSecret::generate().unwrap();
+    let context = SecretContext {
+        org_id: org,
+        endpoint_id: id,
+    };
+    store
+        .insert_endpoint(&Endpoint {
+            id: id.clone(),
+            org_id: org.clone(),
+            url: url.to_owned(),
+            events: vec![EventType::BookingCreated],
+            description: String::new(),
+            disabled: false,
+            created_at: "2030-01-01T00:00:00.000Z".into(),
+            updated_at: "2030-01-01T00:00:00.000Z".into(),
+            secret_ciphertext: cipher
+                .encrypt(secret.expose().as_bytes(), context)
+                .await
+                .unwrap(),
+        })
+        .await
+        .unwrap();
+    secret
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_its_handler() {
+    let config = api_config(TargetPolicy::default());
+    let cipher = LocalCipher::generate().unwrap();
+    let mut seen = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for name in &names {
+        let store = MemoryStore::new();
+        let status = match name.as_str() {
+            "create-webhook.json" => {
+                read_response(api::create_webhook(&store, &cipher, &config, api_event(name)).await)
+                    .0
+            }
+            "list-webhooks.json" => {
+                read_response(api::list_webhooks(&store, &config, api_event(name)).await).0
+            }
+            "create-booking.json" => {
+                let queue = LocalQueue::new(Duration::from_secs(30), 8);
+                read_response(api::create_booking(&store, &queue, &config, api_event(name)).await).0
+            }
+            "get-webhook.json" | "update-webhook.json" | "delete-webhook.json" => {
+                let request = api_event(name);
+                let org = org_from_claims(&request, "org_id").unwrap();
+                let id = EndpointId::parse(request.path_parameters().first("id").unwrap()).unwrap();
+                seed(&store, &cipher, &org, &id, "https://hooks.example.com/in").await;
+                let response = match name.as_str() {
+                    "get-webhook.json" => api::get_webhook(&store, &config, request).await,
+                    "update-webhook.json" => api::update_webhook(&store, &config, request).await,
+                    _ => api::delete_webhook(&store, &config, request).await,
+                };
+                read_response(response).0
+            }
+            "deliver-webhooks.json" => {
+                let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
+                let event: SqsEvent = serde_json::from_str(&text).unwrap();
+                let message: DeliveryMessage =
+                    serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+                let sink = Sink::always(200).await;
+                let org = OrgId::parse(&message.org_id).unwrap();
+                let secret = seed(&store, &cipher, &org, &message.endpoint_id, &sink.url()).await;
+                let local = TargetPolicy {
+                    allow_private: true,
+                    allow_insecure: true,
+                };
+                let mut delivery =
+                    common::config::DeliveryConfig::from_source(&|_: &str| None).unwrap();
+                delivery.targets = local;
+                let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery).unwrap();
+                let control = Arc::new(LocalQueue::new(Duration::from_secs(30), 8));
+                let response = deliverer.handle_sqs_event(control.as_ref(), event).await;
+                assert!(response.batch_item_failures.is_empty());
+                let received = sink.received();
+                assert_eq!(received.len(), 1);
+                assert_eq!(received[0].headers["webhook-id"], message.id.as_str());
+                assert!(verify_with_standardwebhooks(secret.expose(), &received[0]));
+                200
+            }
+            other => panic!("events/{other} belongs to no function: add it to this test"),
+        };
+        let expected = match name.as_str() {
+            "create-webhook.json" | "create-booking.json" => 201,
+            "delete-webhook.json" => 204,
+            _ => 200,
+        };
+        assert_eq!(status, expected, "{name}");
+        seen.push(name.trim_end_matches(".json").to_owned());
+    }
+    let mut functions = crate::template::workspace_lambdas();
+    functions.sort();
+    assert_eq!(seen, functions, "one sample event per function");
+}

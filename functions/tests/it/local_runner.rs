@@ -1,0 +1,274 @@
+//! The local runner as a black box: start the binary, use the API over HTTP, receive and verify
+//! a signed delivery, watch a failing one get dead-lettered, stop it with a signal.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::testing::{verify_with_standardwebhooks, Sink};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_webhooks-local");
+const JWT_SECRET: &str = "local-runner-test-secret";
+
+struct Runner {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Runner {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BINARY)
+            .args(["--port", "0"])
+            .args(args)
+            .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
+            .env("WEBHOOKS_RETRY_SCHEDULE", "1s,1s")
+            .env("RUST_LOG", "info")
+            .env_remove("AWS_LAMBDA_LOG_FORMAT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::spawn({
+            let output = output.clone();
+            async move {
+                let mut address_tx = Some(address_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(address) = line.trim().strip_prefix("webhooks-local listening on ")
+                    {
+                        if let Some(tx) = address_tx.take() {
+                            let _ = tx.send(address.to_owned());
+                        }
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            }
+        });
+        let base = tokio::time::timeout(Duration::from_secs(30), address_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        Self {
+            child,
+            base,
+            output,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    async fn stop(mut self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        let status = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(exit.success(), "{exit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.output()
+    }
+}
+
+async fn token(org: &str) -> String {
+    let output = Command::new(BINARY)
+        .args(["token", "--org", org])
+        .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        },
+    )
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..150 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn booking() -> Value {
+    json!({"customerName": "Ada", "customerEmail": "ada@example.com", "startTime": "2030-01-01T10:00:00Z", "endTime": "2030-01-01T11:00:00Z"})
+}
+
+#[tokio::test]
+async fn the_local_runner_delivers_signed_webhooks_and_dead_letters_failures() {
+    let runner = Runner::start(&[]).await;
+    let base = runner.base.clone();
+    assert!(
+        runner.output().contains("private/loopback targets ALLOWED"),
+        "the banner says targets are relaxed"
+    );
+    let acme = token("acme").await;
+
+    let (status, body) = call(reqwest::Method::GET, format!("{base}/webhooks"), None, None).await;
+    assert_eq!((status, body["message"].is_string()), (401, true));
+    let (status, _) = call(
+        reqwest::Method::GET,
+        format!("{base}/webhooks"),
+        Some("not.a.token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let receiver = Sink::always(200).await;
+    let failing = Sink::always(500).await;
+    let (status, created) = call(
+        reqwest::Method::POST,
+        format!("{base}/webhooks"),
+        Some(&acme),
+        Some(json!({"url": receiver.url(), "events": ["booking.created"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["endpoint"]["secret"].as_str().unwrap().to_owned();
+    let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{base}/webhooks"),
+        Some(&acme),
+        Some(json!({"url": failing.url(), "events": ["booking.created"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let other = token("other").await;
+    let (status, _) = call(
+        reqwest::Method::GET,
+        format!("{base}/webhooks/{id}"),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another org cannot see it");
+
+    let (status, booked) = call(
+        reqwest::Method::POST,
+        format!("{base}/bookings"),
+        Some(&acme),
+        Some(booking()),
+    )
+    .await;
+    assert_eq!(status, 201, "{booked}");
+
+    let delivered = eventually("the delivery", async || {
+        receiver.received().first().cloned()
+    })
+    .await;
+    assert!(verify_with_standardwebhooks(&secret, &delivered));
+    let payload: Value = serde_json::from_str(&delivered.body).unwrap();
+    assert_eq!(payload["data"]["booking"]["id"], booked["booking"]["id"]);
+
+    let letters = eventually("the dead letter", async || {
+        let (_, body) = call(
+            reqwest::Method::GET,
+            format!("{base}/local/dead-letters"),
+            Some(&acme),
+            None,
+        )
+        .await;
+        let letters = body["deadLetters"].as_array().cloned().unwrap_or_default();
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["reason"], "retriesExhausted");
+    assert_eq!(letters[0]["attempts"], 3);
+    assert_eq!(letters[0]["lastStatus"], 500);
+    assert_eq!(failing.received().len(), 3);
+    let (_, others) = call(
+        reqwest::Method::GET,
+        format!("{base}/local/dead-letters"),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(others["deadLetters"], json!([]), "dead letters are per org");
+
+    let log = runner.stop().await;
+    assert!(
+        log.contains("on attempt 1: HTTP 200"),
+        "a readable delivery line:\n{log}"
+    );
+    assert!(
+        log.contains("next attempt in"),
+        "a readable retry line:\n{log}"
+    );
+    assert!(
+        log.contains("dead-lettered"),
+        "a readable dead-letter line:\n{log}"
+    );
+    assert!(log.contains("webhooks-local stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn strict_mode_applies_the_production_url_rules() {
+    let runner = Runner::start(&["--strict"]).await;
+    let acme = token("acme").await;
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "https://127.0.0.1:9000/hook",
+        "http://hooks.example.com/",
+    ] {
+        let (status, body) = call(
+            reqwest::Method::POST,
+            format!("{}/webhooks", runner.base),
+            Some(&acme),
+            Some(json!({"url": url, "events": ["booking.created"]})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errors"][0]["field"].as_str()),
+            (400, Some("url")),
+            "{url}"
+        );
+    }
+    runner.stop().await;
+}

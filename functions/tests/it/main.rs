@@ -1,0 +1,11 @@
+//! Integration tests, in one binary so the SDK-heavy dependency tree links once. The `aws`
+//! adapters run against moto server (started by ./scripts/test) through aws-sdk-rust.
+
+mod api;
+mod contract_cipher;
+mod contract_queue;
+mod contract_store;
+mod events;
+mod local_runner;
+mod pipeline;
+mod template;

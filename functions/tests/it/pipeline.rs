@@ -1,0 +1,606 @@
+//! The notification pipeline end to end against moto: POST /bookings publishes through SQS, the
+//! delivery handler runs on the received messages as Lambda would, and loopback sinks receive
+//! signed POSTs that the official standardwebhooks package verifies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use common::adapters::aws::{DynamoStore, KmsCipher, SqsDeliveryQueue};
+use common::api;
+use common::config::DeliveryConfig;
+use common::delivery::{DeadLetter, DeadLetterReason, Deliverer};
+use common::domain::endpoint::Endpoint;
+use common::domain::event::EventType;
+use common::domain::id::EndpointId;
+use common::domain::target::TargetPolicy;
+use common::ports::{EndpointStore, SecretCipher, SecretContext};
+use common::testing::{
+    api_config, create_key, create_table, read_response, sdk_config, verify_with_standardwebhooks,
+    ApiEvent, Reply, Sink,
+};
+use serde_json::{json, Value};
+
+use crate::contract_queue::SqsPair;
+use crate::contract_store::org;
+
+const LOCAL: TargetPolicy = TargetPolicy {
+    allow_private: true,
+    allow_insecure: true,
+};
+
+fn delivery_config(targets: TargetPolicy, schedule: &str) -> DeliveryConfig {
+    DeliveryConfig {
+        targets,
+        schedule: schedule.parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(3),
+        concurrency: 4,
+        secret_cache_ttl: Duration::from_secs(300),
+    }
+}
+
+/// A table, a key, a queue pair, and the deliverer over them.
+struct World {
+    table: String,
+    key: String,
+    store: DynamoStore,
+    cipher: KmsCipher,
+    queue: SqsPair,
+    deliverer: Deliverer<DynamoStore, KmsCipher>,
+}
+
+impl World {
+    async fn new(targets: TargetPolicy, schedule: &str) -> Self {
+        let sdk = sdk_config().await;
+        let table = create_table(&sdk).await;
+        let key = create_key(&sdk).await;
+        let attempts = schedule
+            .parse::<common::domain::retry::RetrySchedule>()
+            .unwrap()
+            .max_attempts();
+        Self {
+            table: table.clone(),
+            key: key.clone(),
+            store: DynamoStore::from_sdk_config(&sdk, &table),
+            cipher: KmsCipher::from_sdk_config(&sdk, &key),
+            queue: SqsPair::new(attempts).await,
+            deliverer: Deliverer::new(
+                DynamoStore::from_sdk_config(&sdk, &table),
+                KmsCipher::from_sdk_config(&sdk, &key),
+                delivery_config(targets, schedule),
+            )
+            .unwrap(),
+        }
+    }
+
+    /// Creates an endpoint through the API handler; returns its id and secret.
+    async fn create_endpoint(&self, org: &str, url: &str, events: &[&str]) -> (String, String) {
+        let request = ApiEvent::new("POST", "/webhooks", "/webhooks")
+            .org(org)
+            .json(&json!({ "url": url, "events": events }))
+            .request();
+        let (status, body) = read_response(
+            api::create_webhook(&self.store, &self.cipher, &api_config(LOCAL), request).await,
+        );
+        assert_eq!(status, 201, "{body}");
+        let endpoint = &body["endpoint"];
+        (
+            endpoint["id"].as_str().unwrap().to_owned(),
+            endpoint["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Stores an endpoint directly, bypassing the API's URL rules (a URL accepted under other
+    /// settings, or a name whose DNS changed since).
+    async fn insert_endpoint(&self, org_name: &str, url: &str) -> String {
+        let org_id = org(org_name);
+        let id = EndpointId::generate().unwrap();
+        let secret = common::domain::secret::WebhookSecret::generate().unwrap();
+        let context = SecretContext {
+            org_id: &org_id,
+            endpoint_id: &id,
+        };
+        let endpoint = Endpoint {
+            secret_ciphertext: self
+                .cipher
+                .encrypt(secret.expose().as_bytes(), context)
+                .await
+                .unwrap(),
+            id: id.clone(),
+            org_id,
+            url: url.to_owned(),
+            events: vec![EventType::BookingCreated],
+            description: String::new(),
+            disabled: false,
+            created_at: "2030-01-01T00:00:00.000Z".into(),
+            updated_at: "2030-01-01T00:00:00.000Z".into(),
+        };
+        self.store.insert_endpoint(&endpoint).await.unwrap();
+        id.to_string()
+    }
+
+    async fn post_booking(&self, org: &str, queue: &SqsDeliveryQueue) -> Value {
+        let request = ApiEvent::new("POST", "/bookings", "/bookings")
+            .org(org)
+            .json(&json!({
+                "customerName": "Ada", "customerEmail": "ada@example.com",
+                "startTime": "2030-05-01T10:00:00Z", "endTime": "2030-05-01T11:00:00Z", "serviceId": "svc_1"
+            }))
+            .request();
+        let (status, body) = read_response(
+            api::create_booking(&self.store, queue, &api_config(LOCAL), request).await,
+        );
+        assert_eq!(status, 201, "{body}");
+        body["booking"].clone()
+    }
+
+    /// Receives what is visible (waiting up to `wait` for the first) as an SQS event.
+    async fn receive_event(&self, wait: Duration) -> SqsEvent {
+        let messages = self.queue.receive_from(&self.queue.url, wait).await;
+        let records = messages
+            .into_iter()
+            .map(|m| {
+                let attributes: HashMap<String, String> = m
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect();
+                serde_json::from_value::<SqsMessage>(json!({
+                    "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                    "attributes": attributes, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:delivery", "awsRegion": "us-east-1"
+                }))
+                .unwrap()
+            })
+            .collect();
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    /// Runs the delivery handler on one received batch, as Lambda would, and returns the ids it
+    /// asks to retry.
+    async fn deliver_once(&self, wait: Duration) -> (usize, Vec<String>) {
+        let event = self.receive_event(wait).await;
+        let count = event.records.len();
+        let response = self
+            .deliverer
+            .handle_sqs_event(&self.queue.control, event)
+            .await;
+        let failed = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        (count, failed)
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.queue
+            .receive_from(&self.queue.dead_letter_url, Duration::from_secs(1))
+            .await
+            .into_iter()
+            .map(|m| serde_json::from_str(&m.body.unwrap()).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_booking_reaches_only_subscribed_enabled_endpoints_of_its_org_signed() {
+    let world = World::new(LOCAL, "1s").await;
+    let (subscribed, other_type, disabled, foreign) = (
+        Sink::always(200).await,
+        Sink::always(200).await,
+        Sink::always(200).await,
+        Sink::always(200).await,
+    );
+    let (_, secret) = world
+        .create_endpoint(
+            "org_shop",
+            &subscribed.url(),
+            &["booking.cancelled", "booking.created"],
+        )
+        .await;
+    world
+        .create_endpoint("org_shop", &other_type.url(), &["booking.cancelled"])
+        .await;
+    let (disabled_id, _) = world
+        .create_endpoint("org_shop", &disabled.url(), &["booking.created"])
+        .await;
+    let patch = ApiEvent::new("PATCH", "/webhooks/{id}", "/webhooks/x")
+        .org("org_shop")
+        .id(&disabled_id)
+        .body(r#"{"disabled":true}"#)
+        .request();
+    assert_eq!(
+        read_response(api::update_webhook(&world.store, &api_config(LOCAL), patch).await).0,
+        200
+    );
+    world
+        .create_endpoint("org_other", &foreign.url(), &["booking.created"])
+        .await;
+
+    let booking = world.post_booking("org_shop", &world.queue.producer).await;
+    assert!(booking["id"].as_str().unwrap().starts_with("bk_"));
+
+    let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+    assert_eq!(
+        (count, failed),
+        (1, Vec::<String>::new()),
+        "one message, for the one subscriber"
+    );
+
+    let received = subscribed.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.method, "POST");
+    assert!(request.headers["webhook-id"].starts_with("msg_"));
+    assert!(request.headers["webhook-signature"].starts_with("v1,"));
+    assert_eq!(request.headers["content-type"], "application/json");
+    assert!(request.headers["user-agent"].starts_with("serverless-webhooks/"));
+    let payload: Value = serde_json::from_str(&request.body).unwrap();
+    assert_eq!(payload["type"], "booking.created");
+    assert_eq!(payload["data"]["booking"], booking);
+    assert!(common::time::parse_rfc3339(payload["timestamp"].as_str().unwrap()).is_some());
+    assert_eq!(payload.as_object().unwrap().len(), 3);
+
+    assert!(
+        verify_with_standardwebhooks(&secret, request),
+        "the official library accepts the signature"
+    );
+    let wrong = common::domain::secret::WebhookSecret::generate().unwrap();
+    assert!(
+        !verify_with_standardwebhooks(wrong.expose(), request),
+        "and refuses it under another secret"
+    );
+
+    for sink in [&other_type, &disabled, &foreign] {
+        assert!(sink.received().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_flaky_subscriber_gets_the_same_message_id_on_a_later_attempt() {
+    let world = World::new(LOCAL, "1s,1s").await;
+    let sink = Sink::start(vec![Reply::status(503)], Reply::status(204)).await;
+    let (_, secret) = world
+        .create_endpoint("org_flaky", &sink.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_flaky", &world.queue.producer).await;
+
+    let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+    assert_eq!(
+        (count, failed.len()),
+        (1, 1),
+        "the failed record is reported for retry"
+    );
+    let (count, failed) = world.deliver_once(Duration::ZERO).await;
+    assert_eq!(
+        count, 0,
+        "hidden for the retry delay, not handed out at once"
+    );
+    assert!(failed.is_empty());
+    let (count, failed) = world.deliver_once(Duration::from_secs(5)).await;
+    assert_eq!(
+        (count, failed.len()),
+        (1, 0),
+        "delivered on the second attempt"
+    );
+
+    let received = sink.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        received[0].headers["webhook-id"],
+        received[1].headers["webhook-id"]
+    );
+    assert_eq!(received[0].body, received[1].body);
+    assert!(verify_with_standardwebhooks(&secret, &received[1]));
+    assert!(world.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_always_failing_subscriber_ends_in_the_dead_letter_queue() {
+    let world = World::new(LOCAL, "1s,1s").await;
+    let sink = Sink::always(500).await;
+    let (endpoint_id, _) = world
+        .create_endpoint("org_down", &sink.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_down", &world.queue.producer).await;
+
+    for attempt in 1..=3 {
+        let (count, failed) = world.deliver_once(Duration::from_secs(6)).await;
+        assert_eq!(count, 1, "attempt {attempt} was handed out");
+        let expected_failures = if attempt < 3 { 1 } else { 0 };
+        assert_eq!(failed.len(), expected_failures, "attempt {attempt}");
+    }
+    assert_eq!(sink.received().len(), 3, "exactly the configured attempts");
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(2)).await.0,
+        0,
+        "nothing left in the delivery queue"
+    );
+
+    let letters = world.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.last_status, Some(500));
+    assert!(letter.last_error.as_deref().unwrap().contains("HTTP 500"));
+    let message = letter.message.as_ref().unwrap();
+    assert_eq!(message.endpoint_id.as_str(), endpoint_id);
+    assert_eq!(
+        message.id.as_str(),
+        sink.received()[0].headers["webhook-id"]
+    );
+}
+
+#[tokio::test]
+async fn a_mixed_batch_reports_only_the_failed_records() {
+    let world = World::new(LOCAL, "30s").await;
+    let (good, bad) = (Sink::always(200).await, Sink::always(500).await);
+    world
+        .create_endpoint("org_mixed", &good.url(), &["booking.created"])
+        .await;
+    let (bad_id, _) = world
+        .create_endpoint("org_mixed", &bad.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_mixed", &world.queue.producer).await;
+    world
+        .queue
+        .client
+        .send_message()
+        .queue_url(&world.queue.url)
+        .message_body("not a delivery message")
+        .send()
+        .await
+        .unwrap();
+
+    let mut event = world.receive_event(Duration::from_secs(3)).await;
+    while event.records.len() < 3 {
+        let more = world.receive_event(Duration::from_secs(3)).await;
+        assert!(!more.records.is_empty(), "messages went missing");
+        event.records.extend(more.records);
+    }
+    let bad_record = event
+        .records
+        .iter()
+        .find(|r| r.body.as_deref().unwrap().contains(&bad_id))
+        .unwrap()
+        .message_id
+        .clone()
+        .unwrap();
+    let response = world
+        .deliverer
+        .handle_sqs_event(&world.queue.control, event)
+        .await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    assert_eq!(failed, vec![bad_record]);
+    assert_eq!((good.received().len(), bad.received().len()), (1, 1));
+
+    let letters = world.dead_letters().await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "the unreadable message is parked, not retried"
+    );
+    assert_eq!(letters[0].reason, DeadLetterReason::Unreadable);
+    assert_eq!(
+        letters[0].raw_body.as_deref(),
+        Some("not a delivery message")
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_its_location_is_never_fetched() {
+    let world = World::new(LOCAL, "30s").await;
+    let elsewhere = Sink::always(200).await;
+    let redirecting = Sink::start(
+        Vec::new(),
+        Reply::status(302).header("location", &elsewhere.url()),
+    )
+    .await;
+    world
+        .create_endpoint("org_redirect", &redirecting.url(), &["booking.created"])
+        .await;
+    world
+        .post_booking("org_redirect", &world.queue.producer)
+        .await;
+
+    let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+    assert_eq!((count, failed.len()), (1, 1));
+    assert_eq!(redirecting.received().len(), 1);
+    assert!(elsewhere.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_without_retry() {
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(410).await;
+    let (id, _) = world
+        .create_endpoint("org_gone", &sink.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_gone", &world.queue.producer).await;
+    let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+    assert_eq!((count, failed.len()), (1, 0));
+    let endpoint = world
+        .store
+        .get_endpoint(&org("org_gone"), &EndpointId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(endpoint.disabled);
+
+    // Later messages for it are dropped, not sent.
+    world.post_booking("org_gone", &world.queue.producer).await;
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(2)).await.0,
+        0,
+        "a disabled endpoint is not published to"
+    );
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_at_delivery_without_a_connection() {
+    let world = World::new(
+        TargetPolicy {
+            allow_private: false,
+            allow_insecure: true,
+        },
+        "30s",
+    )
+    .await;
+    let loopback = Sink::always(200).await;
+    let port = loopback.address.port();
+    let v6 = tokio::net::TcpListener::bind("[::1]:0").await.ok();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut urls = vec![
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://127.0.0.1:{port}/hook"),
+        "http://10.0.0.1/hook".to_owned(),
+        format!(
+            "http://[::1]:{}/hook",
+            v6.as_ref().map_or(port, |l| l.local_addr().unwrap().port())
+        ),
+        format!("http://localhost:{port}/hook"),
+    ];
+    // A name that is not spelled like a local one but resolves to loopback (DNS rebinding's shape).
+    let resolves_to_loopback = tokio::net::lookup_host((hostname.as_str(), 0))
+        .await
+        .map(|mut a| a.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    if resolves_to_loopback {
+        urls.push(format!("http://{hostname}:{port}/hook"));
+    }
+    for url in &urls {
+        world.insert_endpoint("org_ssrf", url).await;
+    }
+    world.post_booking("org_ssrf", &world.queue.producer).await;
+
+    let mut handed_out = 0;
+    let mut failed = 0;
+    while handed_out < urls.len() {
+        let (count, failures) = world.deliver_once(Duration::from_secs(3)).await;
+        assert!(count > 0, "messages went missing");
+        handed_out += count;
+        failed += failures.len();
+    }
+    assert_eq!(
+        failed,
+        urls.len(),
+        "every private target is a failed attempt"
+    );
+    assert!(
+        loopback.received().is_empty(),
+        "no request reached the loopback listener"
+    );
+    if let Some(listener) = v6 {
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection reached [::1]");
+    }
+}
+
+#[tokio::test]
+async fn a_booking_is_created_even_when_the_queue_is_unreachable() {
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(200).await;
+    world
+        .create_endpoint("org_noqueue", &sink.url(), &["booking.created"])
+        .await;
+    let sdk = sdk_config().await;
+    let nowhere = SqsDeliveryQueue::from_sdk_config(
+        &sdk,
+        format!(
+            "{}/000000000000/no-such-queue",
+            common::testing::aws_endpoint()
+        ),
+    );
+    let booking = world.post_booking("org_noqueue", &nowhere).await;
+    let id = common::domain::id::BookingId::parse(booking["id"].as_str().unwrap()).unwrap();
+    assert!(
+        world
+            .store
+            .booking_exists(&org("org_noqueue"), &id)
+            .await
+            .unwrap(),
+        "the booking was stored"
+    );
+}
+
+/// Counts decryptions on the way to KMS.
+struct CountingCipher {
+    inner: KmsCipher,
+    decryptions: std::sync::atomic::AtomicUsize,
+}
+
+impl SecretCipher for CountingCipher {
+    async fn encrypt(
+        &self,
+        plaintext: &[u8],
+        context: SecretContext<'_>,
+    ) -> Result<Vec<u8>, common::error::CipherError> {
+        self.inner.encrypt(plaintext, context).await
+    }
+    async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        context: SecretContext<'_>,
+    ) -> Result<Vec<u8>, common::error::CipherError> {
+        self.decryptions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.decrypt(ciphertext, context).await
+    }
+}
+
+#[tokio::test]
+async fn a_warm_container_decrypts_each_secret_once() {
+    let world = World::new(LOCAL, "30s").await;
+    let sdk = sdk_config().await;
+    let counting = CountingCipher {
+        inner: KmsCipher::from_sdk_config(&sdk, &world.key),
+        decryptions: Default::default(),
+    };
+    let deliverer = Deliverer::new(
+        DynamoStore::from_sdk_config(&sdk, &world.table),
+        counting,
+        delivery_config(LOCAL, "30s"),
+    )
+    .unwrap();
+    let sink = Sink::always(200).await;
+    let (_, secret) = world
+        .create_endpoint("org_cache", &sink.url(), &["booking.created"])
+        .await;
+    for _ in 0..3 {
+        world.post_booking("org_cache", &world.queue.producer).await;
+        let event = world.receive_event(Duration::from_secs(3)).await;
+        assert_eq!(event.records.len(), 1);
+        let response = deliverer
+            .handle_sqs_event(&world.queue.control, event)
+            .await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let received = sink.received();
+    assert_eq!(received.len(), 3);
+    assert!(received
+        .iter()
+        .all(|r| verify_with_standardwebhooks(&secret, r)));
+    // The cipher is reached through the deliverer only; one decryption for three deliveries.
+    assert_eq!(deliverer_decryptions(&deliverer), 1);
+}
+
+fn deliverer_decryptions(deliverer: &Deliverer<DynamoStore, CountingCipher>) -> usize {
+    deliverer
+        .cipher()
+        .decryptions
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
