@@ -480,7 +480,10 @@ async fn invalid_input_gets_a_4xx_listing_every_error() {
         let (status, answer) = api.patch("org_bad", &id, body).await;
         assert_eq!(
             (status, error_fields(&answer)),
-            (400, fields.iter().map(|f| f.to_string()).collect::<Vec<_>>()),
+            (
+                400,
+                fields.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+            ),
             "{body}"
         );
     }

@@ -263,7 +263,7 @@ async fn a_booking_reaches_only_subscribed_enabled_endpoints_of_its_org_signed()
 
 #[tokio::test]
 async fn a_flaky_subscriber_gets_the_same_message_id_on_a_later_attempt() {
-    let world = World::new(LOCAL, "1s,1s").await;
+    let world = World::new(LOCAL, "3s").await;
     let sink = Sink::start(vec![Reply::status(503)], Reply::status(204)).await;
     let (_, secret) = world
         .create_endpoint("org_flaky", &sink.url(), &["booking.created"])

@@ -103,8 +103,10 @@ impl SqsRetryControl {
 
 impl RetryControl for SqsRetryControl {
     async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS counts whole seconds: round up, so a jittered 0.8 s is not an immediate retry.
         // The 12 h ceiling is SQS's own; RetrySchedule never asks for more.
-        let seconds = i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200);
+        let whole = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        let seconds = i32::try_from(whole.min(43_200)).unwrap_or(43_200);
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
