@@ -19,6 +19,7 @@ pub const REQUEST_TIMEOUT_SECS: &str = "WEBHOOKS_REQUEST_TIMEOUT_SECS";
 pub const DELIVERY_CONCURRENCY: &str = "WEBHOOKS_DELIVERY_CONCURRENCY";
 pub const SECRET_CACHE_TTL_SECS: &str = "WEBHOOKS_SECRET_CACHE_TTL_SECS";
 pub const PUBLISH_TIMEOUT_SECS: &str = "WEBHOOKS_PUBLISH_TIMEOUT_SECS";
+pub const RELAY_MIN_AGE_SECS: &str = "WEBHOOKS_RELAY_MIN_AGE_SECS";
 
 pub const DEFAULT_ORG_ID_CLAIM: &str = "org_id";
 
@@ -112,9 +113,21 @@ impl ApiConfig {
                 .get(ORG_ID_CLAIM)
                 .unwrap_or_else(|| DEFAULT_ORG_ID_CLAIM.to_owned()),
             targets: target_policy(source)?,
-            publish_timeout: Duration::from_secs(number(source, PUBLISH_TIMEOUT_SECS, 5, 1..=25)?),
+            // The API functions time out at 10 s; publishing must leave room to answer.
+            publish_timeout: Duration::from_secs(number(source, PUBLISH_TIMEOUT_SECS, 5, 1..=8)?),
         })
     }
+}
+
+/// How long an event waits in the outbox before the relay publishes it: long enough that the
+/// producer's own publish (bounded by the publish timeout) has finished.
+pub fn relay_min_age(source: &impl Source) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(number(
+        source,
+        RELAY_MIN_AGE_SECS,
+        60,
+        10..=3600,
+    )?))
 }
 
 /// What the delivery worker needs besides its ports.

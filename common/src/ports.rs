@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::delivery::DeadLetter;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::{DeliveryMessage, EventType};
-use crate::domain::id::EndpointId;
+use crate::domain::event::{DeliveryMessage, Event, EventType};
+use crate::domain::id::{EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::{CipherError, QueueError, StoreError};
 
@@ -72,10 +72,31 @@ pub trait EndpointStore: Send + Sync {
 }
 
 pub trait BookingStore: Send + Sync {
+    /// Stores a booking together with the event that announces it, atomically, so the event
+    /// cannot be lost between the two: it waits in the outbox until it is published.
     fn insert_booking(
         &self,
         org: &OrgId,
         booking: &Booking,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Events recorded but not yet (known to be) fully enqueued.
+pub trait EventOutbox: Send + Sync {
+    /// Up to `limit` pending events created before `created_before_millis`, oldest first,
+    /// across all orgs (this is the relay's view, never a request's).
+    fn pending_events(
+        &self,
+        created_before_millis: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(OrgId, Event)>, StoreError>> + Send;
+
+    /// Removes an event from the outbox once every message for it is enqueued.
+    fn clear_event(
+        &self,
+        org: &OrgId,
+        id: &EventId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

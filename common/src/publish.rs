@@ -1,23 +1,25 @@
 //! Publishing an event: one delivery message per subscribed endpoint of the org, sent to the
-//! delivery queue in batches. Any producer (bookings today) calls [`publish`].
+//! delivery queue in batches. Any producer calls [`publish`]; a producer that must not lose the
+//! event records it in the outbox with its own write first and calls [`publish_event`], and the
+//! relay ([`relay_pending_events`]) publishes whatever the outbox still holds later.
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::domain::event::{DeliveryMessage, EventType};
-use crate::domain::id::{MessageId, RandomError};
+use crate::domain::event::{DeliveryMessage, Event, EventType};
+use crate::domain::id::RandomError;
 use crate::domain::OrgId;
 use crate::error::{QueueError, StoreError};
-use crate::ports::{DeliveryQueue, EndpointStore, MAX_ENQUEUE_BATCH};
-use crate::time::now_rfc3339;
+use crate::ports::{DeliveryQueue, EndpointStore, EventOutbox, MAX_ENQUEUE_BATCH};
+use crate::time::unix_millis_now;
 
 /// What a publish did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishReport {
-    /// Subscribed, enabled endpoints found.
+    /// Subscribed, enabled endpoints found; a message was enqueued for each.
     pub endpoints: usize,
-    /// Messages the queue accepted.
-    pub enqueued: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +37,6 @@ pub enum PublishError {
 }
 
 /// Sends `event_type` with `data` to every enabled endpoint of `org` subscribed to it.
-/// Batches go out concurrently; messages a batch could not send are retried once.
 pub async fn publish(
     store: &impl EndpointStore,
     queue: &impl DeliveryQueue,
@@ -43,23 +44,25 @@ pub async fn publish(
     event_type: EventType,
     data: Value,
 ) -> Result<PublishReport, PublishError> {
-    let endpoints = store.subscribers(org, event_type).await?;
-    let timestamp = now_rfc3339();
-    let messages = endpoints
-        .into_iter()
-        .map(|endpoint_id| {
-            Ok(DeliveryMessage {
-                id: MessageId::generate()?,
-                org_id: org.as_str().to_owned(),
-                endpoint_id,
-                event_type,
-                timestamp: timestamp.clone(),
-                data: data.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, RandomError>>()?;
-    let total = messages.len();
+    publish_event(store, queue, org, &Event::new(event_type, data)?).await
+}
 
+/// Sends an existing event. Message ids derive from the event and the endpoint, so publishing
+/// the same event twice enqueues messages receivers can de-duplicate by `webhook-id`.
+/// Batches go out concurrently; messages a batch could not send are retried once.
+pub async fn publish_event(
+    store: &impl EndpointStore,
+    queue: &impl DeliveryQueue,
+    org: &OrgId,
+    event: &Event,
+) -> Result<PublishReport, PublishError> {
+    let messages: Vec<DeliveryMessage> = store
+        .subscribers(org, event.event_type)
+        .await?
+        .into_iter()
+        .map(|endpoint_id| event.message_for(org, endpoint_id))
+        .collect();
+    let total = messages.len();
     let (unsent, _) = send_all(queue, messages).await;
     let (unsent, last_error) = send_all(queue, unsent).await;
     if !unsent.is_empty() {
@@ -69,10 +72,7 @@ pub async fn publish(
             last_error: last_error.unwrap_or_else(|| "refused by the queue".into()),
         });
     }
-    Ok(PublishReport {
-        endpoints: total,
-        enqueued: total,
-    })
+    Ok(PublishReport { endpoints: total })
 }
 
 /// Sends in concurrent batches; returns what was not sent and the last error seen.
@@ -98,4 +98,43 @@ async fn send_all(
         }
     }
     (unsent, last_error)
+}
+
+/// What one relay run did.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RelayReport {
+    pub published: usize,
+    pub failed: usize,
+}
+
+/// Most events one relay run takes from the outbox.
+pub const RELAY_BATCH: usize = 100;
+
+/// Publishes the events that have waited in the outbox longer than `min_age` (the producer's
+/// own publish failed or it stopped before clearing them), then clears each one published.
+pub async fn relay_pending_events(
+    store: &(impl EndpointStore + EventOutbox),
+    queue: &impl DeliveryQueue,
+    min_age: Duration,
+) -> Result<RelayReport, StoreError> {
+    let cutoff = unix_millis_now().saturating_sub(min_age.as_millis() as u64);
+    let pending = store.pending_events(cutoff, RELAY_BATCH).await?;
+    let mut report = RelayReport::default();
+    for (org, event) in pending {
+        match publish_event(store, queue, &org, &event).await {
+            Ok(published) => {
+                store.clear_event(&org, &event.id).await?;
+                tracing::info!(
+                    org_id = %org, event_id = %event.id, endpoints = published.endpoints,
+                    "relayed {} {} from the outbox", event.event_type, event.id
+                );
+                report.published += 1;
+            }
+            Err(error) => {
+                tracing::error!(org_id = %org, event_id = %event.id, %error, "relay could not publish {}; it stays in the outbox", event.id);
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
 }

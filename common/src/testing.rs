@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +25,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::adapters::aws::PENDING_EVENTS_INDEX;
 use crate::config::ApiConfig;
 use crate::domain::target::TargetPolicy;
 
@@ -71,20 +73,34 @@ pub async fn create_table(sdk: &SdkConfig) -> String {
             .build()
             .unwrap()
     };
-    let attribute = |name: &str| {
+    let attribute = |name: &str, kind| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
             .unwrap()
     };
+    let outbox = GlobalSecondaryIndex::builder()
+        .index_name(PENDING_EVENTS_INDEX)
+        .key_schema(key("outbox", KeyType::Hash))
+        .key_schema(key("pendingSince", KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .unwrap();
     client
         .create_table()
         .table_name(&name)
         .key_schema(key("PK", KeyType::Hash))
         .key_schema(key("SK", KeyType::Range))
-        .attribute_definitions(attribute("PK"))
-        .attribute_definitions(attribute("SK"))
+        .attribute_definitions(attribute("PK", ScalarAttributeType::S))
+        .attribute_definitions(attribute("SK", ScalarAttributeType::S))
+        .attribute_definitions(attribute("outbox", ScalarAttributeType::S))
+        .attribute_definitions(attribute("pendingSince", ScalarAttributeType::N))
+        .global_secondary_indexes(outbox)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

@@ -8,16 +8,24 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(OffsetDateTime::now_utc())
 }
 
+/// Always the same width (`2026-05-01T10:00:00.000Z`), so these strings also sort in time order.
 pub fn format_rfc3339(at: OffsetDateTime) -> String {
-    let millis = at.millisecond();
-    let truncated = at
-        .replace_nanosecond(u32::from(millis) * 1_000_000)
-        .unwrap_or(at);
-    // Formatting a UTC date between years 0 and 9999 cannot fail; the fallback keeps the
-    // function total without a panic path.
-    truncated
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+pub fn unix_millis_now() -> u64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    u64::try_from(nanos / 1_000_000).unwrap_or(0)
 }
 
 /// Parses an RFC 3339 timestamp (any offset).
@@ -37,6 +45,10 @@ mod tests {
     fn formats_with_millisecond_precision_in_utc() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_614_265_330_123_456_789).unwrap();
         assert_eq!(format_rfc3339(at), "2021-02-25T15:02:10.123Z");
+        let whole = OffsetDateTime::from_unix_timestamp(1_614_265_330).unwrap();
+        assert_eq!(format_rfc3339(whole), "2021-02-25T15:02:10.000Z");
+        let offset = parse_rfc3339("2026-05-01T10:00:00+02:00").unwrap();
+        assert_eq!(format_rfc3339(offset), "2026-05-01T08:00:00.000Z");
     }
 
     #[test]

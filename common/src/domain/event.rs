@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::id::{EndpointId, MessageId};
+use super::id::{EndpointId, EventId, MessageId, RandomError};
+use super::OrgId;
+use crate::time::now_rfc3339;
 
 /// Every event type a subscriber can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +53,41 @@ impl FromStr for EventType {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or(UnknownEventType)
+    }
+}
+
+/// One occurrence of an event type, before it is fanned out to the subscribed endpoints. Kept in
+/// the outbox until every message for it is enqueued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub timestamp: String,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(event_type: EventType, data: serde_json::Value) -> Result<Self, RandomError> {
+        Ok(Self {
+            id: EventId::generate()?,
+            event_type,
+            timestamp: now_rfc3339(),
+            data,
+        })
+    }
+
+    /// The message that carries this event to `endpoint_id`; the same on every publish.
+    pub fn message_for(&self, org: &OrgId, endpoint_id: EndpointId) -> DeliveryMessage {
+        DeliveryMessage {
+            id: MessageId::for_delivery(&self.id, &endpoint_id),
+            org_id: org.as_str().to_owned(),
+            endpoint_id,
+            event_type: self.event_type,
+            timestamp: self.timestamp.clone(),
+            data: self.data.clone(),
+        }
     }
 }
 

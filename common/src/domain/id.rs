@@ -22,12 +22,16 @@ fn sortable_body() -> Result<String, RandomError> {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        & 0xFFFF_FFFF_FFFF;
+        .unwrap_or(0);
     let mut random = [0u8; 10];
     fill_random(&mut random)?;
-    let mut value: u128 = u128::from(millis) << 80;
-    for (i, byte) in random.iter().enumerate() {
+    Ok(encode_body(millis, random))
+}
+
+/// 48 bits of milliseconds then 80 other bits, as 26 Crockford base32 characters.
+fn encode_body(millis: u64, rest: [u8; 10]) -> String {
+    let mut value: u128 = u128::from(millis & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, byte) in rest.iter().enumerate() {
         value |= u128::from(*byte) << (72 - 8 * i);
     }
     let mut out = String::with_capacity(BODY_LEN);
@@ -35,7 +39,15 @@ fn sortable_body() -> Result<String, RandomError> {
         let index = ((value >> (5 * i)) & 0x1F) as usize;
         out.push(CROCKFORD[index] as char);
     }
-    Ok(out)
+    out
+}
+
+/// The milliseconds part of a body this module generated.
+fn body_millis(body: &str) -> u64 {
+    body.bytes().take(10).fold(0u64, |acc, b| {
+        let digit = CROCKFORD.iter().position(|c| *c == b).unwrap_or(0) as u64;
+        (acc << 5) | digit
+    })
 }
 
 fn is_sortable_body(text: &str) -> bool {
@@ -104,6 +116,39 @@ prefixed_id!(
     BookingId,
     "bk_"
 );
+prefixed_id!(
+    /// An event's id, `evt_...`: one occurrence, announced to every subscribed endpoint.
+    EventId,
+    "evt_"
+);
+
+impl EventId {
+    /// When the event was created, in milliseconds since the epoch (from the id itself).
+    pub fn created_millis(&self) -> u64 {
+        body_millis(&self.0[Self::PREFIX.len()..])
+    }
+}
+
+impl MessageId {
+    /// The message that carries `event` to `endpoint`. Derived, not drawn: publishing the same
+    /// event again (a replay from the outbox) yields the same `webhook-id`, so receivers can
+    /// de-duplicate it.
+    pub fn for_delivery(event: &EventId, endpoint: &EndpointId) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(event.as_str())
+            .chain_update(b"|")
+            .chain_update(endpoint.as_str())
+            .finalize();
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&digest[..10]);
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            encode_body(event.created_millis(), rest)
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -116,6 +161,42 @@ mod tests {
         assert_eq!(id.as_str().len(), 3 + BODY_LEN);
         assert_eq!(EndpointId::parse(id.as_str()), Some(id.clone()));
         assert!(MessageId::parse(id.as_str()).is_none(), "prefix is checked");
+    }
+
+    #[test]
+    fn delivery_message_ids_are_stable_per_event_and_endpoint() {
+        let event = EventId::generate().unwrap();
+        let (one, two) = (
+            EndpointId::generate().unwrap(),
+            EndpointId::generate().unwrap(),
+        );
+        let id = MessageId::for_delivery(&event, &one);
+        assert_eq!(id, MessageId::for_delivery(&event, &one));
+        assert_ne!(id, MessageId::for_delivery(&event, &two));
+        assert_ne!(
+            id,
+            MessageId::for_delivery(&EventId::generate().unwrap(), &one)
+        );
+        assert_eq!(MessageId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(
+            &id.as_str()[4..14],
+            &event.as_str()[4..14],
+            "sorts with its event"
+        );
+    }
+
+    #[test]
+    fn an_event_id_knows_when_it_was_made() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let event = EventId::generate().unwrap();
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!((before..=after).contains(&event.created_millis()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
 use crate::delivery::Deliverer;
 use crate::domain::id::fill_random;
+use crate::publish::relay_pending_events;
 
 pub use server::LocalApi;
 
@@ -26,6 +27,8 @@ pub const DEFAULT_PORT: u16 = 3000;
 /// How long a received message stays hidden before the local queue hands it out again.
 const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 const TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
+/// How often (and after how long) the in-process relay publishes what the outbox still holds.
+const RELAY_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -184,7 +187,7 @@ async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
     let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
         .map_err(|e| LocalError::Setup(e.to_string()))?;
     let api = Arc::new(LocalApi::new(
-        store,
+        store.clone(),
         cipher,
         queue.clone(),
         api_config.clone(),
@@ -209,12 +212,29 @@ async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
         let stopped = stopped.clone();
         async move { worker::run(&deliverer, &queue, stopped).await }
     });
+    let relay = tokio::spawn({
+        let (store, queue, mut stopped) = (store.clone(), queue.clone(), stopped.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(RELAY_INTERVAL) => {}
+                    _ = stopped.changed() => return,
+                }
+                if let Err(error) =
+                    relay_pending_events(&store, queue.as_ref(), RELAY_INTERVAL).await
+                {
+                    tracing::error!(%error, "outbox relay failed");
+                }
+            }
+        }
+    });
     let server = tokio::spawn(server::run(listener, api, stopped));
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing the deliveries under way");
     let _ = stop.send(true);
     let _ = server.await;
+    let _ = relay.await;
     let _ = worker.await;
     let left = queue.len().unwrap_or(0);
     let dead = queue.dead_letters().map(|d| d.len()).unwrap_or(0);

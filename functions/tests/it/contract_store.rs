@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use common::adapters::aws::DynamoStore;
 use common::adapters::embedded::MemoryStore;
 use common::domain::endpoint::{Endpoint, EndpointChanges};
-use common::domain::event::EventType;
+use common::domain::event::{Event, EventType};
 use common::domain::id::EndpointId;
 use common::domain::OrgId;
 use common::error::StoreError;
-use common::ports::{BookingStore, EndpointStore};
+use common::ports::{BookingStore, EndpointStore, EventOutbox};
 use common::testing::{create_table, sdk_config};
 
 pub fn org(name: &str) -> OrgId {
@@ -178,27 +178,95 @@ async fn subscribers_are_enabled_subscribed_endpoints_of_the_org(store: &impl En
         .is_empty());
 }
 
-async fn bookings_are_stored_once(store: &impl BookingStore) {
-    let booking = common::domain::booking::NewBooking::parse(
+fn booking() -> common::domain::booking::Booking {
+    common::domain::booking::NewBooking::parse(
         br#"{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}"#,
     )
     .unwrap()
-    .into_booking(common::domain::id::BookingId::generate().unwrap(), "2030-01-01T00:00:00.000Z".into());
-    store
-        .insert_booking(&org("org_bk"), &booking)
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.insert_booking(&org("org_bk"), &booking).await,
-        Err(StoreError::Conflict)
-    ));
+    .into_booking(common::domain::id::BookingId::generate().unwrap(), "2030-01-01T00:00:00.000Z".into())
 }
 
-async fn suite(store: &(impl EndpointStore + BookingStore)) {
+async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
+    store: &(impl BookingStore + EventOutbox),
+) {
+    let (a, b) = (org("org_outbox"), org("org_outbox_other"));
+    let booking = booking();
+    let event = Event::new(
+        EventType::BookingCreated,
+        serde_json::json!({ "booking": &booking }),
+    )
+    .unwrap();
+    store.insert_booking(&a, &booking, &event).await.unwrap();
+    let later = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    store
+        .insert_booking(&b, &self::booking(), &later)
+        .await
+        .unwrap();
+
+    let again = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    assert!(matches!(
+        store.insert_booking(&a, &booking, &again).await,
+        Err(StoreError::Conflict)
+    ));
+
+    let now = common::time::unix_millis_now() + 1;
+    let pending = store.pending_events(now, 10).await.unwrap();
+    let ids: Vec<_> = pending
+        .iter()
+        .map(|(o, e)| (o.clone(), e.id.clone()))
+        .collect();
+    assert!(
+        ids.contains(&(a.clone(), event.id.clone()))
+            && ids.contains(&(b.clone(), later.id.clone())),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.iter().any(|(_, id)| *id == again.id),
+        "a refused booking leaves no event behind"
+    );
+    let mine = pending.iter().find(|(_, e)| e.id == event.id).unwrap();
+    assert_eq!(mine.1, event, "the event comes back whole");
+    assert!(
+        store
+            .pending_events(event.id.created_millis(), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, e)| e.id != event.id),
+        "younger than the cutoff"
+    );
+    assert_eq!(
+        store.pending_events(now, 1).await.unwrap().len(),
+        1,
+        "limit"
+    );
+
+    store.clear_event(&b, &event.id).await.unwrap();
+    assert!(
+        store
+            .pending_events(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(_, e)| e.id == event.id),
+        "another org cannot clear it"
+    );
+    store.clear_event(&a, &event.id).await.unwrap();
+    store.clear_event(&b, &later.id).await.unwrap();
+    assert!(store
+        .pending_events(now, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, e)| e.id != event.id && e.id != later.id));
+}
+
+async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox)) {
     crud_is_scoped_to_the_org(store).await;
     pages_return_every_endpoint_once_and_only_the_orgs(store).await;
     subscribers_are_enabled_subscribed_endpoints_of_the_org(store).await;
-    bookings_are_stored_once(store).await;
+    a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(store).await;
 }
 
 #[tokio::test]

@@ -121,6 +121,42 @@ async fn every_sample_event_runs_through_its_handler() {
                 assert!(verify_with_standardwebhooks(secret.expose(), &received[0]));
                 200
             }
+            "relay-events.json" => {
+                let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
+                let _scheduled: serde_json::Value = serde_json::from_str(&text).unwrap();
+                // An event whose producer could not publish it waits in the outbox.
+                let subscriber = EndpointId::generate().unwrap();
+                let org = OrgId::parse("org_demo").unwrap();
+                seed(
+                    &store,
+                    &cipher,
+                    &org,
+                    &subscriber,
+                    "https://hooks.example.com/in",
+                )
+                .await;
+                let booking = common::domain::booking::NewBooking::parse(
+                    br#"{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}"#,
+                )
+                .unwrap()
+                .into_booking(common::domain::id::BookingId::generate().unwrap(), "2030-01-01T00:00:00.000Z".into());
+                let event = common::domain::event::Event::new(
+                    EventType::BookingCreated,
+                    serde_json::json!({}),
+                )
+                .unwrap();
+                common::ports::BookingStore::insert_booking(&store, &org, &booking, &event)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let queue = LocalQueue::new(Duration::from_secs(30), 8);
+                let report = common::publish::relay_pending_events(&store, &queue, Duration::ZERO)
+                    .await
+                    .unwrap();
+                assert_eq!((report.published, report.failed), (1, 0));
+                assert_eq!(queue.len().unwrap(), 1);
+                200
+            }
             other => panic!("events/{other} belongs to no function: add it to this test"),
         };
         let expected = match name.as_str() {

@@ -14,7 +14,8 @@ use common::domain::endpoint::Endpoint;
 use common::domain::event::EventType;
 use common::domain::id::EndpointId;
 use common::domain::target::TargetPolicy;
-use common::ports::{EndpointStore, SecretCipher, SecretContext};
+use common::ports::{EndpointStore, EventOutbox, SecretCipher, SecretContext};
+use common::publish::{publish_event, relay_pending_events};
 use common::testing::{
     api_config, create_key, create_table, read_response, sdk_config, verify_with_standardwebhooks,
     ApiEvent, Reply, Sink,
@@ -511,10 +512,10 @@ async fn private_targets_are_refused_at_delivery_without_a_connection() {
 }
 
 #[tokio::test]
-async fn a_booking_is_created_even_when_the_queue_is_unreachable() {
+async fn a_booking_survives_an_unreachable_queue_and_its_event_is_relayed_later() {
     let world = World::new(LOCAL, "30s").await;
     let sink = Sink::always(200).await;
-    world
+    let (_, secret) = world
         .create_endpoint("org_noqueue", &sink.url(), &["booking.created"])
         .await;
     let sdk = sdk_config().await;
@@ -534,6 +535,73 @@ async fn a_booking_is_created_even_when_the_queue_is_unreachable() {
             .await
             .unwrap(),
         "the booking was stored"
+    );
+    assert_eq!(
+        world.deliver_once(Duration::from_millis(500)).await.0,
+        0,
+        "nothing was enqueued"
+    );
+
+    // The relay finds the event in the outbox and publishes it once the queue is back.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = relay_pending_events(&world.store, &world.queue.producer, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((report.published, report.failed), (1, 0));
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(3)).await,
+        (1, vec![])
+    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(verify_with_standardwebhooks(&secret, &received[0]));
+    let payload: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(payload["data"]["booking"], booking);
+
+    let again = relay_pending_events(&world.store, &world.queue.producer, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(again.published, 0, "cleared once published");
+}
+
+#[tokio::test]
+async fn a_published_booking_leaves_nothing_in_the_outbox_and_replays_keep_message_ids() {
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(200).await;
+    world
+        .create_endpoint("org_clean", &sink.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_clean", &world.queue.producer).await;
+    let far_future = common::time::unix_millis_now() + 3_600_000;
+    assert!(world
+        .store
+        .pending_events(far_future, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(o, _)| o.as_str() != "org_clean"));
+
+    let event =
+        common::domain::event::Event::new(EventType::BookingCreated, json!({"n": 1})).unwrap();
+    let org_id = org("org_clean");
+    publish_event(&world.store, &world.queue.producer, &org_id, &event)
+        .await
+        .unwrap();
+    publish_event(&world.store, &world.queue.producer, &org_id, &event)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let event = world.receive_event(Duration::from_secs(3)).await;
+        assert!(!event.records.is_empty(), "messages went missing");
+        ids.extend(event.records.iter().map(|r| {
+            serde_json::from_str::<Value>(r.body.as_deref().unwrap()).unwrap()["id"].clone()
+        }));
+    }
+    ids.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        ids[1], ids[2],
+        "the same event publishes the same message id: {ids:?}"
     );
 }
 

@@ -1,26 +1,29 @@
-//! Endpoints and bookings in one DynamoDB table, pool model: `PK = ORG#<org>` carries the tenant,
-//! `SK = EP#<id>` or `BK#<id>` the item. Every key is built from the caller's org, so another
+//! Endpoints, bookings and pending events in one DynamoDB table, pool model: `PK = ORG#<org>`
+//! carries the tenant, `SK = EP#<id>`, `BK#<id>` or `EVT#<id>` the item. Every key is built from the caller's org, so another
 //! org's item cannot be addressed; conditional writes turn a missing item into a clean `None`.
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use super::describe;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::EventType;
-use crate::domain::id::{BookingId, EndpointId};
+use crate::domain::event::{Event, EventType};
+use crate::domain::id::{BookingId, EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
-use crate::ports::{BookingStore, EndpointPage, EndpointStore, MAX_PAGE_SIZE};
+use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
+use crate::time::unix_seconds_now;
 
 type Item = HashMap<String, AttributeValue>;
 
 const ENDPOINT_PREFIX: &str = "EP#";
 const BOOKING_PREFIX: &str = "BK#";
+const EVENT_PREFIX: &str = "EVT#";
 
 pub struct DynamoStore {
     client: Client,
@@ -337,46 +340,162 @@ impl EndpointStore for DynamoStore {
     }
 }
 
+/// The sparse index of the outbox: only pending event items carry its keys.
+pub const PENDING_EVENTS_INDEX: &str = "pending-events";
+const PENDING: &str = "PENDING";
+/// An event still pending after this long is past saving (the DLQ keeps messages as long);
+/// DynamoDB's TTL removes it.
+const OUTBOX_TTL_SECS: i64 = 14 * 24 * 3600;
+
+fn booking_item(org: &OrgId, booking: &Booking) -> Item {
+    let mut item = HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        (
+            "SK".to_owned(),
+            s(format!("{BOOKING_PREFIX}{}", booking.id)),
+        ),
+        ("kind".to_owned(), s("booking")),
+        ("id".to_owned(), s(booking.id.as_str())),
+        ("customerName".to_owned(), s(&booking.customer_name)),
+        ("customerEmail".to_owned(), s(&booking.customer_email)),
+        ("startTime".to_owned(), s(&booking.start_time)),
+        ("endTime".to_owned(), s(&booking.end_time)),
+        ("createdAt".to_owned(), s(&booking.created_at)),
+    ]);
+    if let Some(service_id) = &booking.service_id {
+        item.insert("serviceId".to_owned(), s(service_id));
+    }
+    if let Some(notes) = &booking.notes {
+        item.insert("notes".to_owned(), s(notes));
+    }
+    item
+}
+
+fn event_key(org: &OrgId, id: &EventId) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        ("SK".to_owned(), s(format!("{EVENT_PREFIX}{id}"))),
+    ])
+}
+
+fn event_item(org: &OrgId, event: &Event) -> Result<Item, StoreError> {
+    let data =
+        serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut item = event_key(org, &event.id);
+    item.extend([
+        ("kind".to_owned(), s("event")),
+        ("id".to_owned(), s(event.id.as_str())),
+        ("orgId".to_owned(), s(org.as_str())),
+        ("type".to_owned(), s(event.event_type.as_str())),
+        ("timestamp".to_owned(), s(&event.timestamp)),
+        ("data".to_owned(), s(data)),
+        ("outbox".to_owned(), s(PENDING)),
+        (
+            "pendingSince".to_owned(),
+            AttributeValue::N(event.id.created_millis().to_string()),
+        ),
+        (
+            "expiresAt".to_owned(),
+            AttributeValue::N((unix_seconds_now() + OUTBOX_TTL_SECS).to_string()),
+        ),
+    ]);
+    Ok(item)
+}
+
+fn event_from_item(item: &Item) -> Result<(OrgId, Event), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let org = OrgId::parse(text(item, "orgId")?).ok_or_else(|| corrupt("malformed org id"))?;
+    let event = Event {
+        id: EventId::parse(text(item, "id")?).ok_or_else(|| corrupt("malformed event id"))?,
+        event_type: text(item, "type")?
+            .parse()
+            .map_err(|_| corrupt("unknown event type"))?,
+        timestamp: text(item, "timestamp")?.to_owned(),
+        data: serde_json::from_str(text(item, "data")?).map_err(|e| corrupt(&e.to_string()))?,
+    };
+    Ok((org, event))
+}
+
 impl BookingStore for DynamoStore {
-    async fn insert_booking(&self, org: &OrgId, booking: &Booking) -> Result<(), StoreError> {
-        let mut item = HashMap::from([
-            ("PK".to_owned(), partition(org)),
-            (
-                "SK".to_owned(),
-                s(format!("{BOOKING_PREFIX}{}", booking.id)),
-            ),
-            ("kind".to_owned(), s("booking")),
-            ("id".to_owned(), s(booking.id.as_str())),
-            ("customerName".to_owned(), s(&booking.customer_name)),
-            ("customerEmail".to_owned(), s(&booking.customer_email)),
-            ("startTime".to_owned(), s(&booking.start_time)),
-            ("endTime".to_owned(), s(&booking.end_time)),
-            ("createdAt".to_owned(), s(&booking.created_at)),
-        ]);
-        if let Some(service_id) = &booking.service_id {
-            item.insert("serviceId".to_owned(), s(service_id));
-        }
-        if let Some(notes) = &booking.notes {
-            item.insert("notes".to_owned(), s(notes));
-        }
+    async fn insert_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let put = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
         let result = self
             .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
+            .transact_write_items()
+            .transact_items(put(booking_item(org, booking))?)
+            .transact_items(put(event_item(org, event)?)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
             {
-                Err(StoreError::Conflict)
+                let conflict = e.as_service_error().is_some_and(|s| match s {
+                    TransactWriteItemsError::TransactionCanceledException(c) => c
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")),
+                    _ => false,
+                });
+                if conflict {
+                    Err(StoreError::Conflict)
+                } else {
+                    Err(unavailable(e))
+                }
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+impl EventOutbox for DynamoStore {
+    async fn pending_events(
+        &self,
+        created_before_millis: u64,
+        limit: usize,
+    ) -> Result<Vec<(OrgId, Event)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PENDING_EVENTS_INDEX)
+            .key_condition_expression("outbox = :pending AND pendingSince < :cutoff")
+            .expression_attribute_values(":pending", s(PENDING))
+            .expression_attribute_values(
+                ":cutoff",
+                AttributeValue::N(created_before_millis.to_string()),
+            )
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.items().iter().map(event_from_item).collect()
+    }
+
+    async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(org, id)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 

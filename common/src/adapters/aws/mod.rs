@@ -6,7 +6,7 @@ mod dynamodb;
 mod kms;
 mod sqs;
 
-pub use dynamodb::DynamoStore;
+pub use dynamodb::{DynamoStore, PENDING_EVENTS_INDEX};
 pub use kms::KmsCipher;
 pub use sqs::{SqsDeliveryQueue, SqsRetryControl};
 

@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex};
 use super::poisoned;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::EventType;
-use crate::domain::id::{BookingId, EndpointId};
+use crate::domain::event::{Event, EventType};
+use crate::domain::id::{BookingId, EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
-use crate::ports::{BookingStore, EndpointPage, EndpointStore, MAX_PAGE_SIZE};
+use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
+
+/// Pending events by (creation millis, id), each with its org.
+type Outbox = BTreeMap<(u64, EventId), (OrgId, Event)>;
 
 /// Items keyed by (org, id), like the table's partition and sort key. Clones share the items,
 /// so the API and the delivery worker of the local runner see one store.
@@ -18,6 +21,8 @@ use crate::ports::{BookingStore, EndpointPage, EndpointStore, MAX_PAGE_SIZE};
 pub struct MemoryStore {
     endpoints: Arc<Mutex<BTreeMap<(OrgId, EndpointId), Endpoint>>>,
     bookings: Arc<Mutex<BTreeMap<(OrgId, BookingId), Booking>>>,
+    /// The outbox, keyed like the table's sparse index: creation time first.
+    events: Arc<Mutex<Outbox>>,
 }
 
 impl MemoryStore {
@@ -129,13 +134,49 @@ impl EndpointStore for MemoryStore {
 }
 
 impl BookingStore for MemoryStore {
-    async fn insert_booking(&self, org: &OrgId, booking: &Booking) -> Result<(), StoreError> {
+    async fn insert_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        // Both locks are held together, so the two writes are one, as in a transaction.
         let mut bookings = self.bookings.lock().map_err(poisoned)?;
+        let mut events = self.events.lock().map_err(poisoned)?;
         let key = (org.clone(), booking.id.clone());
-        if bookings.contains_key(&key) {
+        let event_key = (event.id.created_millis(), event.id.clone());
+        if bookings.contains_key(&key) || events.contains_key(&event_key) {
             return Err(StoreError::Conflict);
         }
         bookings.insert(key, booking.clone());
+        events.insert(event_key, (org.clone(), event.clone()));
+        Ok(())
+    }
+}
+
+impl EventOutbox for MemoryStore {
+    async fn pending_events(
+        &self,
+        created_before_millis: u64,
+        limit: usize,
+    ) -> Result<Vec<(OrgId, Event)>, StoreError> {
+        let events = self.events.lock().map_err(poisoned)?;
+        Ok(events
+            .iter()
+            .take_while(|((created, _), _)| *created < created_before_millis)
+            .take(limit)
+            .map(|(_, pending)| pending.clone())
+            .collect())
+    }
+
+    async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
+        let mut events = self.events.lock().map_err(poisoned)?;
+        if events
+            .get(&(id.created_millis(), id.clone()))
+            .is_some_and(|(owner, _)| owner == org)
+        {
+            events.remove(&(id.created_millis(), id.clone()));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,23 @@
+//! Runs on a schedule: publishes the events producers recorded but could not publish.
+use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
+use common::config::{relay_min_age, required, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
+use common::publish::relay_pending_events;
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let min_age = relay_min_age(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+    let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
+    // An error fails the scheduled invocation, so it shows in the function's error metric;
+    // the next run tries again.
+    run(service_fn(|_: LambdaEvent<Value>| async {
+        relay_pending_events(&store, &queue, min_age)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
+}
