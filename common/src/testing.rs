@@ -27,7 +27,13 @@ use tokio::task::JoinHandle;
 
 use crate::adapters::aws::PENDING_EVENTS_INDEX;
 use crate::config::ApiConfig;
+use crate::domain::endpoint::Endpoint;
+use crate::domain::event::EventType;
+use crate::domain::id::EndpointId;
+use crate::domain::secret::WebhookSecret;
 use crate::domain::target::TargetPolicy;
+use crate::domain::OrgId;
+use crate::ports::{EndpointStore, SecretCipher, SecretContext};
 
 pub const ENDPOINT_VAR: &str = "WEBHOOKS_TEST_AWS_ENDPOINT";
 pub const PYTHON_VAR: &str = "WEBHOOKS_TEST_PYTHON";
@@ -39,8 +45,13 @@ pub fn aws_endpoint() -> String {
 }
 
 pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(&aws_endpoint()).await
+}
+
+/// An SDK configuration for any endpoint, with test credentials.
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(aws_endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "testing", "testing", None, None, "tests",
@@ -161,6 +172,38 @@ pub async fn create_queues(sdk: &SdkConfig, max_receive_count: u32) -> Queues {
         url,
         dead_letter_url,
     }
+}
+
+/// Stores a `booking.created` endpoint under exactly this org, id and URL (bypassing the API's
+/// URL rules), with a fresh secret, which it returns.
+pub async fn seed_endpoint(
+    store: &impl EndpointStore,
+    cipher: &impl SecretCipher,
+    org_id: &OrgId,
+    id: &EndpointId,
+    url: &str,
+) -> WebhookSecret {
+    let secret = WebhookSecret::generate().unwrap();
+    let context = SecretContext {
+        org_id,
+        endpoint_id: id,
+    };
+    let endpoint = Endpoint {
+        secret_ciphertext: cipher
+            .encrypt(secret.expose().as_bytes(), context)
+            .await
+            .unwrap(),
+        id: id.clone(),
+        org_id: org_id.clone(),
+        url: url.to_owned(),
+        events: vec![EventType::BookingCreated],
+        description: String::new(),
+        disabled: false,
+        created_at: "2030-01-01T00:00:00.000Z".into(),
+        updated_at: "2030-01-01T00:00:00.000Z".into(),
+    };
+    store.insert_endpoint(&endpoint).await.unwrap();
+    secret
 }
 
 pub fn api_config(targets: TargetPolicy) -> ApiConfig {

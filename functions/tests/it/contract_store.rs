@@ -178,7 +178,7 @@ async fn subscribers_are_enabled_subscribed_endpoints_of_the_org(store: &impl En
         .is_empty());
 }
 
-fn booking() -> common::domain::booking::Booking {
+pub fn booking() -> common::domain::booking::Booking {
     common::domain::booking::NewBooking::parse(
         br#"{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}"#,
     )

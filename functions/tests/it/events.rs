@@ -8,14 +8,13 @@ use std::time::Duration;
 use common::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use common::api::{self, org_from_claims};
 use common::delivery::{Deliverer, SqsEvent};
-use common::domain::endpoint::Endpoint;
 use common::domain::event::{DeliveryMessage, EventType};
 use common::domain::id::EndpointId;
-use common::domain::secret::WebhookSecret;
 use common::domain::target::TargetPolicy;
 use common::domain::OrgId;
-use common::ports::{EndpointStore, SecretCipher, SecretContext};
-use common::testing::{api_config, read_response, verify_with_standardwebhooks, Sink};
+use common::testing::{
+    api_config, read_response, seed_endpoint, verify_with_standardwebhooks, Sink,
+};
 use lambda_http::RequestExt;
 
 pub fn repo_root() -> PathBuf {
@@ -25,39 +24,6 @@ pub fn repo_root() -> PathBuf {
 fn api_event(name: &str) -> lambda_http::Request {
     let text = std::fs::read_to_string(repo_root().join("events").join(name)).unwrap();
     lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// Stores an endpoint under the org and id a fixture names, with a fresh secret.
-async fn seed(
-    store: &MemoryStore,
-    cipher: &LocalCipher,
-    org: &OrgId,
-    id: &EndpointId,
-    url: &str,
-) -> WebhookSecret {
-    let secret = WebhookSecret::generate().unwrap();
-    let context = SecretContext {
-        org_id: org,
-        endpoint_id: id,
-    };
-    store
-        .insert_endpoint(&Endpoint {
-            id: id.clone(),
-            org_id: org.clone(),
-            url: url.to_owned(),
-            events: vec![EventType::BookingCreated],
-            description: String::new(),
-            disabled: false,
-            created_at: "2030-01-01T00:00:00.000Z".into(),
-            updated_at: "2030-01-01T00:00:00.000Z".into(),
-            secret_ciphertext: cipher
-                .encrypt(secret.expose().as_bytes(), context)
-                .await
-                .unwrap(),
-        })
-        .await
-        .unwrap();
-    secret
 }
 
 #[tokio::test]
@@ -88,7 +54,7 @@ async fn every_sample_event_runs_through_its_handler() {
                 let request = api_event(name);
                 let org = org_from_claims(&request, "org_id").unwrap();
                 let id = EndpointId::parse(request.path_parameters().first("id").unwrap()).unwrap();
-                seed(&store, &cipher, &org, &id, "https://hooks.example.com/in").await;
+                seed_endpoint(&store, &cipher, &org, &id, "https://hooks.example.com/in").await;
                 let response = match name.as_str() {
                     "get-webhook.json" => api::get_webhook(&store, &config, request).await,
                     "update-webhook.json" => api::update_webhook(&store, &config, request).await,
@@ -103,7 +69,8 @@ async fn every_sample_event_runs_through_its_handler() {
                     serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
                 let sink = Sink::always(200).await;
                 let org = OrgId::parse(&message.org_id).unwrap();
-                let secret = seed(&store, &cipher, &org, &message.endpoint_id, &sink.url()).await;
+                let secret =
+                    seed_endpoint(&store, &cipher, &org, &message.endpoint_id, &sink.url()).await;
                 let local = TargetPolicy {
                     allow_private: true,
                     allow_insecure: true,
@@ -127,7 +94,7 @@ async fn every_sample_event_runs_through_its_handler() {
                 // An event whose producer could not publish it waits in the outbox.
                 let subscriber = EndpointId::generate().unwrap();
                 let org = OrgId::parse("org_demo").unwrap();
-                seed(
+                seed_endpoint(
                     &store,
                     &cipher,
                     &org,
@@ -135,11 +102,7 @@ async fn every_sample_event_runs_through_its_handler() {
                     "https://hooks.example.com/in",
                 )
                 .await;
-                let booking = common::domain::booking::NewBooking::parse(
-                    br#"{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}"#,
-                )
-                .unwrap()
-                .into_booking(common::domain::id::BookingId::generate().unwrap(), "2030-01-01T00:00:00.000Z".into());
+                let booking = crate::contract_store::booking();
                 let event = common::domain::event::Event::new(
                     EventType::BookingCreated,
                     serde_json::json!({}),

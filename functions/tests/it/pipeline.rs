@@ -10,15 +10,14 @@ use common::adapters::aws::{DynamoStore, KmsCipher, SqsDeliveryQueue};
 use common::api;
 use common::config::DeliveryConfig;
 use common::delivery::{DeadLetter, DeadLetterReason, Deliverer};
-use common::domain::endpoint::Endpoint;
 use common::domain::event::EventType;
 use common::domain::id::EndpointId;
 use common::domain::target::TargetPolicy;
 use common::ports::{EndpointStore, EventOutbox, SecretCipher, SecretContext};
 use common::publish::{publish_event, relay_pending_events};
 use common::testing::{
-    api_config, create_key, create_table, read_response, sdk_config, verify_with_standardwebhooks,
-    ApiEvent, Reply, Sink,
+    api_config, create_key, create_table, read_response, sdk_config, seed_endpoint,
+    verify_with_standardwebhooks, ApiEvent, Reply, Sink,
 };
 use serde_json::{json, Value};
 
@@ -95,29 +94,8 @@ impl World {
     /// Stores an endpoint directly, bypassing the API's URL rules (a URL accepted under other
     /// settings, or a name whose DNS changed since).
     async fn insert_endpoint(&self, org_name: &str, url: &str) -> String {
-        let org_id = org(org_name);
         let id = EndpointId::generate().unwrap();
-        let secret = common::domain::secret::WebhookSecret::generate().unwrap();
-        let context = SecretContext {
-            org_id: &org_id,
-            endpoint_id: &id,
-        };
-        let endpoint = Endpoint {
-            secret_ciphertext: self
-                .cipher
-                .encrypt(secret.expose().as_bytes(), context)
-                .await
-                .unwrap(),
-            id: id.clone(),
-            org_id,
-            url: url.to_owned(),
-            events: vec![EventType::BookingCreated],
-            description: String::new(),
-            disabled: false,
-            created_at: "2030-01-01T00:00:00.000Z".into(),
-            updated_at: "2030-01-01T00:00:00.000Z".into(),
-        };
-        self.store.insert_endpoint(&endpoint).await.unwrap();
+        seed_endpoint(&self.store, &self.cipher, &org(org_name), &id, url).await;
         id.to_string()
     }
 
@@ -542,21 +520,46 @@ async fn a_booking_survives_an_unreachable_queue_and_its_event_is_relayed_later(
         "nothing was enqueued"
     );
 
-    // The relay finds the event in the outbox and publishes it once the queue is back.
+    // Nothing listening at all: the SDK's retries run into the publish timeout; still a 201.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let unreachable = common::testing::sdk_config_for(&format!("http://{closed}")).await;
+    let dead_end = SqsDeliveryQueue::from_sdk_config(
+        &unreachable,
+        format!("http://{closed}/000000000000/delivery"),
+    );
+    let second = world.post_booking("org_noqueue", &dead_end).await;
+
+    // The relay finds both events in the outbox and publishes them once the queue is back.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let report = relay_pending_events(&world.store, &world.queue.producer, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!((report.published, report.failed), (1, 0));
-    assert_eq!(
-        world.deliver_once(Duration::from_secs(3)).await,
-        (1, vec![])
-    );
+    assert_eq!((report.published, report.failed), (2, 0));
+    let mut delivered = 0;
+    while delivered < 2 {
+        let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+        assert!(
+            count > 0 && failed.is_empty(),
+            "messages went missing or failed"
+        );
+        delivered += count;
+    }
     let received = sink.received();
-    assert_eq!(received.len(), 1);
-    assert!(verify_with_standardwebhooks(&secret, &received[0]));
-    let payload: Value = serde_json::from_str(&received[0].body).unwrap();
-    assert_eq!(payload["data"]["booking"], booking);
+    assert_eq!(received.len(), 2);
+    assert!(received
+        .iter()
+        .all(|r| verify_with_standardwebhooks(&secret, r)));
+    let mut bookings: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["booking"].clone())
+        .collect();
+    bookings.sort_by_key(|b| b["id"].to_string());
+    let mut expected = vec![booking, second];
+    expected.sort_by_key(|b| b["id"].to_string());
+    assert_eq!(bookings, expected);
 
     let again = relay_pending_events(&world.store, &world.queue.producer, Duration::ZERO)
         .await
