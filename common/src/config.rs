@@ -143,6 +143,12 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// The most one record may take, HTTP attempt and store, KMS and queue calls included.
+    /// With the default 15 s request timeout: 23 s, inside the delivery function's 30 s.
+    pub fn record_budget(&self) -> std::time::Duration {
+        self.request_timeout + std::time::Duration::from_secs(8)
+    }
+
     pub fn from_source(source: &impl Source) -> Result<Self, ConfigError> {
         let schedule = match source.get(RETRY_SCHEDULE) {
             None => RetrySchedule::default(),
@@ -163,7 +169,8 @@ impl DeliveryConfig {
                 source,
                 REQUEST_TIMEOUT_SECS,
                 15,
-                1..=300,
+                // With the store and KMS calls around it, one record stays within its budget.
+                1..=20,
             )?),
             concurrency: number(source, DELIVERY_CONCURRENCY, 10, 1..=100)? as usize,
             secret_cache_ttl: Duration::from_secs(number(

@@ -27,7 +27,8 @@ pub struct EndpointPage {
 
 /// Endpoints, always addressed through their org: another org's item cannot even be named.
 pub trait EndpointStore: Send + Sync {
-    /// Stores a new endpoint; `StoreError::Conflict` if its id is taken.
+    /// Stores a new endpoint; `StoreError::Conflict` if its id is taken by another item (the
+    /// same item again, as an SDK retry after a lost answer sends it, is a success).
     fn insert_endpoint(
         &self,
         endpoint: &Endpoint,

@@ -51,6 +51,7 @@ pub async fn sdk_config() -> SdkConfig {
 /// An SDK configuration for any endpoint, with test credentials.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(crate::adapters::aws::sdk_timeouts())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -308,6 +309,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub delay: Duration,
+    /// Answer only once every party of the barrier has a request in hand.
+    pub gate: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl Reply {
@@ -316,7 +319,13 @@ impl Reply {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            gate: None,
         }
+    }
+
+    pub fn gated(mut self, gate: Arc<tokio::sync::Barrier>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -389,6 +398,9 @@ impl Sink {
                                         body: String::from_utf8_lossy(&body).into_owned(),
                                     });
                                     let reply = script.lock().unwrap().pop_front().unwrap_or(then);
+                                    if let Some(gate) = &reply.gate {
+                                        gate.wait().await;
+                                    }
                                     tokio::time::sleep(reply.delay).await;
                                     let mut response =
                                         hyper::Response::new(Full::new(Bytes::from_static(b"ok")));

@@ -103,7 +103,9 @@ impl WebhookClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(USER_AGENT_VALUE)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // A Lambda container may be frozen between invocations while a subscriber closes
+            // the idle connection; reusing it would burn an attempt on "connection closed".
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()?;
         Ok(Self {
             http,

@@ -108,7 +108,16 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
     ) -> Vec<String> {
         stream::iter(records)
             .map(|record| async move {
-                let settlement = self.settle(control, &record).await;
+                let budget = self.config.record_budget();
+                let settlement = match tokio::time::timeout(budget, self.settle(control, &record)).await {
+                    Ok(settlement) => settlement,
+                    // The function must answer before its own timeout, or every record of the
+                    // batch, delivered or not, would be handed out again.
+                    Err(_) => {
+                        tracing::error!(queue_message_id = %record.queue_message_id, "not settled within {budget:?}; retried after the queue's visibility timeout");
+                        Settlement::RetryLater
+                    }
+                };
                 (record.queue_message_id, settlement)
             })
             .buffer_unordered(self.config.concurrency)

@@ -93,8 +93,10 @@ impl Event {
 
 /// One event for one endpoint: the body of a delivery queue message. Everything needed to
 /// deliver (or replay) it, and nothing secret.
+/// Unknown fields are ignored: during a deploy an older consumer may read a message written by
+/// a newer producer, and must not dead-letter it for a field it does not know yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeliveryMessage {
     pub id: MessageId,
     pub org_id: String,

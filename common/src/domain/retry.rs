@@ -7,8 +7,9 @@ use std::time::Duration;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
-/// SQS cannot hide a message for longer than 12 hours per receive.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
+/// SQS refuses a visibility beyond 12 hours counted from the *receive*, and a delay is set some
+/// seconds after it (at most the delivery function's timeout); five minutes of margin.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60 - 5 * 60);
 /// Each delay moves by up to this fraction either way, so retries of many messages that failed
 /// together do not all hit the subscriber in the same second.
 pub const JITTER: f64 = 0.2;
@@ -26,7 +27,9 @@ pub enum ScheduleError {
     Empty,
     #[error("`{0}` is not a delay like 5s, 5m or 2h")]
     BadDelay(String),
-    #[error("`{0}` is longer than the 12 h SQS allows per receive")]
+    #[error(
+        "`{0}` is longer than the 11h55m a message can stay hidden after a receive (SQS: 12 h)"
+    )]
     TooLong(String),
 }
 
@@ -53,7 +56,7 @@ impl RetrySchedule {
             return Err(ScheduleError::Empty);
         }
         if let Some(long) = delays.iter().find(|d| **d > MAX_DELAY) {
-            return Err(ScheduleError::TooLong(format!("{}s", long.as_secs())));
+            return Err(ScheduleError::TooLong(human_duration(*long)));
         }
         Ok(Self { delays })
     }
@@ -244,14 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn delays_never_exceed_what_sqs_allows() {
-        let schedule: RetrySchedule = "12h".parse().unwrap();
+    fn delays_stay_inside_the_12_hours_sqs_counts_from_the_receive() {
+        // The default schedule's 10 h at the top of its jitter, and a subscriber asking for a day.
+        let schedule = RetrySchedule::default();
+        let top = schedule.next_step(7, None, 1.0);
+        assert_eq!(top, NextStep::RetryIn(MAX_DELAY));
+        let day = Some(Duration::from_secs(86_400));
         assert_eq!(
-            schedule.next_step(1, None, 1.0),
+            schedule.next_step(6, day, 0.5),
             NextStep::RetryIn(MAX_DELAY)
         );
+        assert!(
+            MAX_DELAY + Duration::from_secs(60) < Duration::from_secs(12 * 3600),
+            "room for the function's own run"
+        );
+        assert!("11h55m".parse::<RetrySchedule>().is_ok());
         assert!(matches!(
-            "13h".parse::<RetrySchedule>(),
+            "12h".parse::<RetrySchedule>(),
             Err(ScheduleError::TooLong(_))
         ));
     }

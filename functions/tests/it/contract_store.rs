@@ -34,8 +34,12 @@ async fn crud_is_scoped_to_the_org(store: &impl EndpointStore) {
     let (a, b) = (org("org_a"), org("org_b"));
     let mine = endpoint(&a, &[EventType::BookingCreated]);
     store.insert_endpoint(&mine).await.unwrap();
+    // The same item again (an SDK retry after a lost answer) is done; another under its id is not.
+    store.insert_endpoint(&mine).await.unwrap();
+    let mut impostor = mine.clone();
+    impostor.secret_ciphertext = vec![9, 9, 9];
     assert!(matches!(
-        store.insert_endpoint(&mine).await,
+        store.insert_endpoint(&impostor).await,
         Err(StoreError::Conflict)
     ));
 

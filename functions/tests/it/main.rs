@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so the SDK-heavy dependency tree links once. The `aws`
 //! adapters run against moto server (started by ./scripts/test) through aws-sdk-rust.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
 mod contract_cipher;

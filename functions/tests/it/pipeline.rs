@@ -156,13 +156,23 @@ impl World {
         (count, failed)
     }
 
+    /// Everything in the dead-letter queue (received batches stay hidden, so this drains it).
     async fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.queue
-            .receive_from(&self.queue.dead_letter_url, Duration::from_secs(1))
-            .await
-            .into_iter()
-            .map(|m| serde_json::from_str(&m.body.unwrap()).unwrap())
-            .collect()
+        let mut letters = Vec::new();
+        loop {
+            let batch = self
+                .queue
+                .receive_from(&self.queue.dead_letter_url, Duration::from_secs(1))
+                .await;
+            if batch.is_empty() {
+                return letters;
+            }
+            letters.extend(
+                batch
+                    .into_iter()
+                    .map(|m| serde_json::from_str(&m.body.unwrap()).unwrap()),
+            );
+        }
     }
 }
 
@@ -427,69 +437,6 @@ async fn a_410_disables_the_endpoint_without_retry() {
 }
 
 #[tokio::test]
-async fn private_targets_are_refused_at_delivery_without_a_connection() {
-    let world = World::new(
-        TargetPolicy {
-            allow_private: false,
-            allow_insecure: true,
-        },
-        "30s",
-    )
-    .await;
-    let loopback = Sink::always(200).await;
-    let port = loopback.address.port();
-    let v6 = tokio::net::TcpListener::bind("[::1]:0").await.ok();
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned();
-    let mut urls = vec![
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
-        format!("http://127.0.0.1:{port}/hook"),
-        "http://10.0.0.1/hook".to_owned(),
-        format!(
-            "http://[::1]:{}/hook",
-            v6.as_ref().map_or(port, |l| l.local_addr().unwrap().port())
-        ),
-        format!("http://localhost:{port}/hook"),
-    ];
-    // A name that is not spelled like a local one but resolves to loopback (DNS rebinding's shape).
-    let resolves_to_loopback = tokio::net::lookup_host((hostname.as_str(), 0))
-        .await
-        .map(|mut a| a.all(|a| a.ip().is_loopback()))
-        .unwrap_or(false);
-    if resolves_to_loopback {
-        urls.push(format!("http://{hostname}:{port}/hook"));
-    }
-    for url in &urls {
-        world.insert_endpoint("org_ssrf", url).await;
-    }
-    world.post_booking("org_ssrf", &world.queue.producer).await;
-
-    let mut handed_out = 0;
-    let mut failed = 0;
-    while handed_out < urls.len() {
-        let (count, failures) = world.deliver_once(Duration::from_secs(3)).await;
-        assert!(count > 0, "messages went missing");
-        handed_out += count;
-        failed += failures.len();
-    }
-    assert_eq!(
-        failed,
-        urls.len(),
-        "every private target is a failed attempt"
-    );
-    assert!(
-        loopback.received().is_empty(),
-        "no request reached the loopback listener"
-    );
-    if let Some(listener) = v6 {
-        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-        assert!(accepted.is_err(), "no connection reached [::1]");
-    }
-}
-
-#[tokio::test]
 async fn a_booking_survives_an_unreachable_queue_and_its_event_is_relayed_later() {
     let world = World::new(LOCAL, "30s").await;
     let sink = Sink::always(200).await;
@@ -674,4 +621,289 @@ fn deliverer_decryptions(deliverer: &Deliverer<DynamoStore, CountingCipher>) -> 
         .cipher()
         .decryptions
         .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_batch_is_delivered_concurrently_so_a_slow_subscriber_holds_nobody() {
+    // Each sink answers only once both hold a request: delivered one after the other, the first
+    // would wait for a second request that never comes and time out.
+    let world = World::new(LOCAL, "30s").await;
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let first = Sink::start(Vec::new(), Reply::status(200).gated(gate.clone())).await;
+    let second = Sink::start(Vec::new(), Reply::status(200).gated(gate)).await;
+    world
+        .create_endpoint("org_slow", &first.url(), &["booking.created"])
+        .await;
+    world
+        .create_endpoint("org_slow", &second.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_slow", &world.queue.producer).await;
+
+    let mut event = world.receive_event(Duration::from_secs(3)).await;
+    while event.records.len() < 2 {
+        let more = world.receive_event(Duration::from_secs(3)).await;
+        assert!(!more.records.is_empty(), "messages went missing");
+        event.records.extend(more.records);
+    }
+    let response = world
+        .deliverer
+        .handle_sqs_event(&world.queue.control, event)
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((first.received().len(), second.received().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt() {
+    let mut config = delivery_config(LOCAL, "30s");
+    config.request_timeout = Duration::from_secs(1);
+    let client = common::delivery::WebhookClient::new(&config).unwrap();
+    let silent = Sink::start(
+        Vec::new(),
+        Reply::status(200).after(Duration::from_secs(10)),
+    )
+    .await;
+    let outcome = client
+        .post(common::delivery::SignedRequest {
+            url: &silent.url(),
+            message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            timestamp: 1,
+            signature: "v1,x",
+            body: "{}".into(),
+        })
+        .await;
+    match outcome {
+        common::delivery::AttemptOutcome::Failed {
+            status: None,
+            error,
+            ..
+        } => assert!(error.starts_with("timed out"), "{error}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_at_delivery_end_to_end() {
+    // Stored directly: URLs accepted under other settings, or names whose DNS changed since.
+    let world = World::new(
+        TargetPolicy {
+            allow_private: false,
+            allow_insecure: true,
+        },
+        "1s",
+    )
+    .await;
+    let loopback = Sink::always(200).await;
+    let port = loopback.address.port();
+    let v6 = tokio::net::TcpListener::bind("[::1]:0").await.ok();
+    let v6_port = v6.as_ref().map_or(port, |l| l.local_addr().unwrap().port());
+    let urls: Vec<String> = [
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://127.0.0.1:{port}/hook"),
+        "http://10.0.0.1/hook".to_owned(),
+        format!("http://[::1]:{v6_port}/hook"),
+        format!("http://localhost:{port}/hook"),
+    ]
+    .into_iter()
+    .chain(
+        name_resolving_to_loopback()
+            .await
+            .map(|name| format!("http://{name}:{port}/hook")),
+    )
+    .collect();
+    for url in &urls {
+        world.insert_endpoint("org_ssrf", url).await;
+    }
+    world.post_booking("org_ssrf", &world.queue.producer).await;
+
+    // Two attempts each ("1s": one retry), then the dead-letter queue says why.
+    let mut handed_out = 0;
+    while handed_out < 2 * urls.len() {
+        let (count, _) = world.deliver_once(Duration::from_secs(5)).await;
+        assert!(count > 0, "messages went missing");
+        handed_out += count;
+    }
+    let letters = world.dead_letters().await;
+    assert_eq!(letters.len(), urls.len());
+    for letter in &letters {
+        let error = letter.last_error.as_deref().unwrap();
+        assert!(error.starts_with("refused target"), "{error}");
+    }
+    assert!(
+        loopback.received().is_empty(),
+        "no request reached the loopback listener"
+    );
+    if let Some(listener) = v6 {
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection reached [::1]");
+    }
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_before_any_connection_is_made() {
+    let strict = delivery_config(
+        TargetPolicy {
+            allow_private: false,
+            allow_insecure: true,
+        },
+        "30s",
+    );
+    let client = common::delivery::WebhookClient::new(&strict).unwrap();
+    let loopback = Sink::always(200).await;
+    let port = loopback.address.port();
+    for url in [
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://127.0.0.1:{port}/hook"),
+        "http://10.0.0.1/hook".to_owned(),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+    ]
+    .into_iter()
+    .chain(
+        name_resolving_to_loopback()
+            .await
+            .map(|name| format!("http://{name}:{port}/hook")),
+    ) {
+        let outcome = client
+            .post(common::delivery::SignedRequest {
+                url: &url,
+                message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+                timestamp: 1,
+                signature: "v1,x",
+                body: "{}".into(),
+            })
+            .await;
+        match outcome {
+            common::delivery::AttemptOutcome::Failed {
+                status: None,
+                error,
+                ..
+            } => {
+                assert!(error.starts_with("refused target"), "{url}: {error}")
+            }
+            other => panic!("{url}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(loopback.received().is_empty());
+}
+
+#[tokio::test]
+async fn messages_for_an_endpoint_deleted_or_disabled_after_publishing_are_dropped() {
+    let world = World::new(LOCAL, "30s").await;
+    let (deleted, disabled) = (Sink::always(200).await, Sink::always(200).await);
+    let (deleted_id, _) = world
+        .create_endpoint("org_late", &deleted.url(), &["booking.created"])
+        .await;
+    let (disabled_id, _) = world
+        .create_endpoint("org_late", &disabled.url(), &["booking.created"])
+        .await;
+    world.post_booking("org_late", &world.queue.producer).await;
+
+    let org_id = org("org_late");
+    assert!(world
+        .store
+        .delete_endpoint(&org_id, &EndpointId::parse(&deleted_id).unwrap())
+        .await
+        .unwrap());
+    let disable = common::domain::endpoint::EndpointChanges {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    world
+        .store
+        .update_endpoint(
+            &org_id,
+            &EndpointId::parse(&disabled_id).unwrap(),
+            &disable,
+            "2030-01-01T00:00:00.000Z",
+        )
+        .await
+        .unwrap();
+
+    let mut handed_out = 0;
+    while handed_out < 2 {
+        let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
+        assert!(count > 0, "messages went missing");
+        assert!(failed.is_empty(), "dropped, not retried");
+        handed_out += count;
+    }
+    assert!(deleted.received().is_empty() && disabled.received().is_empty());
+    assert!(
+        world.dead_letters().await.is_empty(),
+        "dropped, not dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_that_no_longer_decrypts_is_dead_lettered_at_once() {
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(200).await;
+    let (victim, _) = world
+        .create_endpoint("org_tamper", &sink.url(), &["booking.created"])
+        .await;
+    // Another endpoint's ciphertext, moved onto this row: bound to the other id, it cannot decrypt.
+    let other = EndpointId::generate().unwrap();
+    seed_endpoint(
+        &world.store,
+        &world.cipher,
+        &org("org_tamper"),
+        &other,
+        "https://unused.example.com/",
+    )
+    .await;
+    let org_id = org("org_tamper");
+    let donor = world
+        .store
+        .get_endpoint(&org_id, &other)
+        .await
+        .unwrap()
+        .unwrap();
+    world.store.delete_endpoint(&org_id, &other).await.unwrap();
+    let mut tampered = world
+        .store
+        .get_endpoint(&org_id, &EndpointId::parse(&victim).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    tampered.secret_ciphertext = donor.secret_ciphertext;
+    world
+        .store
+        .delete_endpoint(&org_id, &tampered.id)
+        .await
+        .unwrap();
+    world.store.insert_endpoint(&tampered).await.unwrap();
+
+    world
+        .post_booking("org_tamper", &world.queue.producer)
+        .await;
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(3)).await,
+        (1, vec![]),
+        "settled at once, no retry"
+    );
+    assert!(
+        sink.received().is_empty(),
+        "nothing is sent unsigned or wrongly signed"
+    );
+    let letters = world.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, DeadLetterReason::SecretUnusable);
+    assert_eq!(letters[0].attempts, 1);
+}
+
+/// This machine's host name when it resolves to loopback only (as /etc/hosts makes it here): a
+/// name not spelled like a local one, so only the vetting resolver can refuse it.
+async fn name_resolving_to_loopback() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()?
+        .trim()
+        .to_owned();
+    let addresses: Vec<_> = tokio::net::lookup_host((name.as_str(), 0))
+        .await
+        .ok()?
+        .collect();
+    let loopback_only = !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback());
+    loopback_only.then_some(name)
 }

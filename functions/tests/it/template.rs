@@ -25,6 +25,50 @@ fn template_binaries() -> BTreeSet<String> {
         .collect()
 }
 
+/// The value after `key:` on the first line that has it.
+fn setting(template: &str, key: &str) -> String {
+    template
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} not in template.yaml"))
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[test]
+fn the_queues_fit_the_retry_schedule() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let schedule: common::domain::retry::RetrySchedule =
+        setting(&template, "WEBHOOKS_RETRY_SCHEDULE:")
+            .parse()
+            .unwrap();
+    let max_receive_count: u32 = setting(&template, "maxReceiveCount:").parse().unwrap();
+    assert_eq!(
+        max_receive_count,
+        schedule.max_attempts(),
+        "the redrive must not take a message before its last attempt"
+    );
+
+    // Every delay at the top of its jitter, plus a 180 s visibility timeout per attempt.
+    let worst: std::time::Duration = (1..schedule.max_attempts())
+        .map(|attempt| match schedule.next_step(attempt, None, 1.0) {
+            common::domain::retry::NextStep::RetryIn(delay) => {
+                delay + std::time::Duration::from_secs(180)
+            }
+            common::domain::retry::NextStep::GiveUp => panic!("schedule ended early"),
+        })
+        .sum();
+    let retention: u64 = setting(&template, "MessageRetentionPeriod:")
+        .parse()
+        .unwrap();
+    assert!(
+        worst.as_secs() < retention,
+        "SQS would expire a message ({retention} s) before its last attempt ({} s)",
+        worst.as_secs()
+    );
+}
+
 #[test]
 fn every_template_binary_exists_and_every_lambda_is_deployed() {
     let workspace: BTreeSet<String> = workspace_lambdas().into_iter().collect();

@@ -1,13 +1,18 @@
 //! Endpoints, bookings and pending events in one DynamoDB table, pool model: `PK = ORG#<org>`
-//! carries the tenant, `SK = EP#<id>`, `BK#<id>` or `EVT#<id>` the item. Every key is built from the caller's org, so another
-//! org's item cannot be addressed; conditional writes turn a missing item into a clean `None`.
+//! carries the tenant, `SK = EP#<id>`, `BK#<id>` or `EVT#<id>` the item. Every key is built from
+//! the caller's org, so another org's item cannot be addressed; conditional writes turn a missing
+//! item into a clean `None`.
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use aws_sdk_dynamodb::Client;
+use futures_util::future::join_all;
 
 use super::describe;
 use crate::domain::booking::Booking;
@@ -151,17 +156,27 @@ impl EndpointStore for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(endpoint_item(endpoint)))
             .condition_expression("attribute_not_exists(PK)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => match e.into_service_error() {
+                // The SDK retried a put whose first try was stored but whose answer was lost:
+                // the item holding our own secret ciphertext is ours, not a conflict.
+                PutItemError::ConditionalCheckFailedException(failed) => {
+                    let stored = failed
+                        .item()
+                        .and_then(|item| item.get("secret"))
+                        .and_then(|v| v.as_b().ok());
+                    if stored.is_some_and(|b| b.as_ref() == endpoint.secret_ciphertext.as_slice()) {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Conflict)
+                    }
+                }
+                other => Err(unavailable(other)),
+            },
         }
     }
 
@@ -322,6 +337,8 @@ impl EndpointStore for DynamoStore {
                 .expression_attribute_values(":type", s(event_type.as_str()))
                 .set_exclusive_start_key(start.take())
                 .limit(self.scan_page_size)
+                // An endpoint created a moment before the event must not be missed.
+                .consistent_read(true)
                 .send()
                 .await
                 .map_err(unavailable)?;
@@ -342,7 +359,21 @@ impl EndpointStore for DynamoStore {
 
 /// The sparse index of the outbox: only pending event items carry its keys.
 pub const PENDING_EVENTS_INDEX: &str = "pending-events";
-const PENDING: &str = "PENDING";
+/// The outbox index key is spread over this many values, so bookings of every tenant do not all
+/// write to one index partition.
+const OUTBOX_SHARDS: usize = 8;
+
+fn outbox_shard_key(shard: usize) -> String {
+    format!("PENDING#{shard}")
+}
+
+/// The shard of an event: from the random end of its id, so shards fill evenly.
+fn outbox_shard(id: &EventId) -> usize {
+    id.as_str()
+        .bytes()
+        .last()
+        .map_or(0, |b| usize::from(b) % OUTBOX_SHARDS)
+}
 /// An event still pending after this long is past saving (the DLQ keeps messages as long);
 /// DynamoDB's TTL removes it.
 const OUTBOX_TTL_SECS: i64 = 14 * 24 * 3600;
@@ -389,7 +420,10 @@ fn event_item(org: &OrgId, event: &Event) -> Result<Item, StoreError> {
         ("type".to_owned(), s(event.event_type.as_str())),
         ("timestamp".to_owned(), s(&event.timestamp)),
         ("data".to_owned(), s(data)),
-        ("outbox".to_owned(), s(PENDING)),
+        (
+            "outbox".to_owned(),
+            s(outbox_shard_key(outbox_shard(&event.id))),
+        ),
         (
             "pendingSince".to_owned(),
             AttributeValue::N(event.id.created_millis().to_string()),
@@ -435,6 +469,9 @@ impl BookingStore for DynamoStore {
         let result = self
             .client
             .transact_write_items()
+            // Makes the SDK's own retry of a transaction that did commit a success, not a
+            // failed condition (DynamoDB remembers the token for 10 minutes).
+            .client_request_token(event.id.as_str())
             .transact_items(put(booking_item(org, booking))?)
             .transact_items(put(event_item(org, event)?)?)
             .send()
@@ -469,22 +506,35 @@ impl EventOutbox for DynamoStore {
         created_before_millis: u64,
         limit: usize,
     ) -> Result<Vec<(OrgId, Event)>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(PENDING_EVENTS_INDEX)
-            .key_condition_expression("outbox = :pending AND pendingSince < :cutoff")
-            .expression_attribute_values(":pending", s(PENDING))
-            .expression_attribute_values(
-                ":cutoff",
-                AttributeValue::N(created_before_millis.to_string()),
-            )
-            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.items().iter().map(event_from_item).collect()
+        let limit = limit.max(1);
+        let queries = (0..OUTBOX_SHARDS).map(|shard| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_EVENTS_INDEX)
+                .key_condition_expression("outbox = :shard AND pendingSince < :cutoff")
+                .expression_attribute_values(":shard", s(outbox_shard_key(shard)))
+                .expression_attribute_values(
+                    ":cutoff",
+                    AttributeValue::N(created_before_millis.to_string()),
+                )
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+        });
+        let mut pending = Vec::new();
+        for output in join_all(queries).await {
+            for item in output.map_err(unavailable)?.items() {
+                // One unreadable item must not stall the relay for every tenant.
+                match event_from_item(item) {
+                    Ok(event) => pending.push(event),
+                    Err(error) => tracing::error!(%error, "skipping an unreadable outbox item"),
+                }
+            }
+        }
+        // Oldest first across shards: event ids sort by creation time.
+        pending.sort_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+        pending.truncate(limit);
+        Ok(pending)
     }
 
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {

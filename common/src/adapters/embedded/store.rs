@@ -47,11 +47,15 @@ impl EndpointStore for MemoryStore {
     async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
         let key = (endpoint.org_id.clone(), endpoint.id.clone());
-        if endpoints.contains_key(&key) {
-            return Err(StoreError::Conflict);
+        match endpoints.get(&key) {
+            // As DynamoStore: the same item again is a retried insert, not a conflict.
+            Some(stored) if stored.secret_ciphertext == endpoint.secret_ciphertext => Ok(()),
+            Some(_) => Err(StoreError::Conflict),
+            None => {
+                endpoints.insert(key, endpoint.clone());
+                Ok(())
+            }
         }
-        endpoints.insert(key, endpoint.clone());
-        Ok(())
     }
 
     async fn get_endpoint(
