@@ -200,7 +200,7 @@ mod tests {
     fn defaults_are_the_production_ones() {
         let api = ApiConfig::from_source(&source(&[])).unwrap();
         assert_eq!(api.org_id_claim, "org_id");
-        assert_eq!(api.targets, TargetPolicy::default());
+        assert_eq!(api.targets, TargetPolicy::STRICT);
         let delivery = DeliveryConfig::from_source(&source(&[])).unwrap();
         assert_eq!(delivery.schedule, RetrySchedule::default());
         assert_eq!(delivery.request_timeout, Duration::from_secs(15));

@@ -238,14 +238,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_that_resolves_to_loopback_is_refused_unless_private_targets_are_allowed() {
-        let strict = TargetPolicy::default();
-        let error = resolve_vetted(strict, "localhost").await.unwrap_err();
+        let error = resolve_vetted(TargetPolicy::STRICT, "localhost")
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("no public address"), "{error}");
-        let local = TargetPolicy {
-            allow_private: true,
-            allow_insecure: true,
-        };
-        let addresses = resolve_vetted(local, "localhost").await.unwrap();
+        let addresses = resolve_vetted(TargetPolicy::LOCAL_DEVELOPMENT, "localhost")
+            .await
+            .unwrap();
         assert!(
             addresses.iter().all(|a| a.ip().is_loopback()),
             "{addresses:?}"

@@ -171,10 +171,7 @@ fn events_field(fields: &mut Fields, required: bool) -> Option<Vec<EventType>> {
 mod tests {
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy {
-        allow_private: false,
-        allow_insecure: false,
-    };
+    const STRICT: TargetPolicy = TargetPolicy::STRICT;
 
     fn fields_of(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.field.as_str()).collect()

@@ -37,6 +37,17 @@ pub enum UrlError {
 }
 
 impl TargetPolicy {
+    /// Production: https only, public targets only.
+    pub const STRICT: Self = Self {
+        allow_private: false,
+        allow_insecure: false,
+    };
+    /// Local development: a receiver on `http://localhost` works.
+    pub const LOCAL_DEVELOPMENT: Self = Self {
+        allow_private: true,
+        allow_insecure: true,
+    };
+
     /// Checks a subscriber URL and returns it parsed.
     pub fn check_url(&self, text: &str) -> Result<Url, UrlError> {
         if text.chars().count() > MAX_URL_LEN {
@@ -153,10 +164,7 @@ fn embedded_v4(pair: &[u16]) -> Ipv4Addr {
 mod tests {
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy {
-        allow_private: false,
-        allow_insecure: false,
-    };
+    const STRICT: TargetPolicy = TargetPolicy::STRICT;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -299,10 +307,7 @@ mod tests {
 
     #[test]
     fn local_development_settings_relax_the_rules() {
-        let local = TargetPolicy {
-            allow_private: true,
-            allow_insecure: true,
-        };
+        let local = TargetPolicy::LOCAL_DEVELOPMENT;
         assert!(local.check_url("http://localhost:8080/hook").is_ok());
         assert!(local.check_url("http://127.0.0.1:9000/").is_ok());
         assert!(local.allows_address(ip("127.0.0.1")));

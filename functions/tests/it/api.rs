@@ -30,7 +30,7 @@ impl Api {
         Self {
             store: DynamoStore::from_sdk_config(&sdk, &table),
             cipher: KmsCipher::from_sdk_config(&sdk, create_key(&sdk).await),
-            config: api_config(TargetPolicy::default()),
+            config: api_config(TargetPolicy::STRICT),
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             table,
         }

@@ -28,7 +28,7 @@ fn api_event(name: &str) -> lambda_http::Request {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
-    let config = api_config(TargetPolicy::default());
+    let config = api_config(TargetPolicy::STRICT);
     let cipher = LocalCipher::generate().unwrap();
     let mut seen = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("events"))
@@ -71,10 +71,7 @@ async fn every_sample_event_runs_through_its_handler() {
                 let org = OrgId::parse(&message.org_id).unwrap();
                 let secret =
                     seed_endpoint(&store, &cipher, &org, &message.endpoint_id, &sink.url()).await;
-                let local = TargetPolicy {
-                    allow_private: true,
-                    allow_insecure: true,
-                };
+                let local = TargetPolicy::LOCAL_DEVELOPMENT;
                 let mut delivery =
                     common::config::DeliveryConfig::from_source(&|_: &str| None).unwrap();
                 delivery.targets = local;

@@ -24,10 +24,7 @@ use serde_json::{json, Value};
 use crate::contract_queue::SqsPair;
 use crate::contract_store::org;
 
-const LOCAL: TargetPolicy = TargetPolicy {
-    allow_private: true,
-    allow_insecure: true,
-};
+const LOCAL: TargetPolicy = TargetPolicy::LOCAL_DEVELOPMENT;
 
 fn delivery_config(targets: TargetPolicy, schedule: &str) -> DeliveryConfig {
     DeliveryConfig {
