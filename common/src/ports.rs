@@ -16,6 +16,9 @@ use crate::error::{CipherError, QueueError, StoreError};
 pub const MAX_PAGE_SIZE: usize = 100;
 /// Most messages one `enqueue` call takes (the SQS batch limit).
 pub const MAX_ENQUEUE_BATCH: usize = 10;
+/// Most bytes of message bodies in one `enqueue` call (the SQS batch payload limit, 256 KiB,
+/// less room for the request around them).
+pub const MAX_ENQUEUE_BYTES: usize = 250 * 1024;
 
 /// One page of an org's endpoints, oldest first.
 #[derive(Debug)]

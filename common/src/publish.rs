@@ -12,7 +12,9 @@ use crate::domain::event::{DeliveryMessage, Event, EventType};
 use crate::domain::id::RandomError;
 use crate::domain::OrgId;
 use crate::error::{QueueError, StoreError};
-use crate::ports::{DeliveryQueue, EndpointStore, EventOutbox, MAX_ENQUEUE_BATCH};
+use crate::ports::{
+    DeliveryQueue, EndpointStore, EventOutbox, MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
+};
 use crate::time::unix_millis_now;
 
 /// What a publish did.
@@ -80,7 +82,7 @@ async fn send_all(
     queue: &impl DeliveryQueue,
     messages: Vec<DeliveryMessage>,
 ) -> (Vec<DeliveryMessage>, Option<String>) {
-    let batches: Vec<&[DeliveryMessage]> = messages.chunks(MAX_ENQUEUE_BATCH).collect();
+    let batches = batches(&messages);
     let results = join_all(batches.iter().map(|batch| queue.enqueue(batch))).await;
     let mut unsent = Vec::new();
     let mut last_error = None;
@@ -98,6 +100,28 @@ async fn send_all(
         }
     }
     (unsent, last_error)
+}
+
+/// Splits messages into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
+/// [`MAX_ENQUEUE_BYTES`] of bodies each (a single larger message goes alone, for SQS to judge).
+fn batches(messages: &[DeliveryMessage]) -> Vec<&[DeliveryMessage]> {
+    let size = |m: &DeliveryMessage| serde_json::to_vec(m).map_or(0, |body| body.len());
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, message) in messages.iter().enumerate() {
+        let body = size(message);
+        let full = index - start == MAX_ENQUEUE_BATCH
+            || (index > start && bytes + body > MAX_ENQUEUE_BYTES);
+        if full {
+            batches.push(&messages[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += body;
+    }
+    if start < messages.len() {
+        batches.push(&messages[start..]);
+    }
+    batches
 }
 
 /// What one relay run did.
@@ -137,4 +161,40 @@ pub async fn relay_pending_events(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::id::{EndpointId, MessageId};
+
+    fn message(data_bytes: usize) -> DeliveryMessage {
+        DeliveryMessage {
+            id: MessageId::parse("msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            org_id: "org".into(),
+            endpoint_id: EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            event_type: EventType::BookingCreated,
+            timestamp: "2030-01-01T00:00:00.000Z".into(),
+            data: Value::String("x".repeat(data_bytes)),
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_messages() {
+        let messages: Vec<_> = (0..23).map(|_| message(10)).collect();
+        let sizes: Vec<usize> = batches(&messages).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 3]);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn batches_stay_under_the_payload_limit() {
+        let messages: Vec<_> = (0..5).map(|_| message(100 * 1024)).collect();
+        let split = batches(&messages);
+        let sizes: Vec<usize> = split.iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let huge = [message(300 * 1024), message(10)];
+        let sizes: Vec<usize> = batches(&huge).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![1, 1], "an oversized message goes alone");
+    }
 }

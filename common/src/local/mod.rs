@@ -300,14 +300,17 @@ webhooks-local listening on {base}
   JWT secret:      {secret_line}
 
 Try it (in another terminal):
-  webhooks-local receive --port 9000            # or: cargo run --release --bin webhooks-local -- receive --port 9000
   export TOKEN={token}
+  # 1. Register an endpoint. The answer holds its secret, shown this once.
   curl -s -X POST {base}/webhooks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"url":"http://127.0.0.1:9000/hook","events":["booking.created"]}}'
+  # 2. In a third terminal, a receiver that checks signatures with that secret:
+  cargo run --release --bin webhooks-local -- receive --port 9000 --secret whsec_...
+  # 3. Post a booking: the receiver prints the signed booking.created, this log the attempt.
   curl -s -X POST {base}/bookings -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}}'
-  The receiver prints the signed booking.created; pass it the endpoint's secret (--secret whsec_...) to verify it.
-  Dead letters of your org: curl -s {base}/local/dead-letters -H "authorization: Bearer $TOKEN"
+  # Dead letters of your org (a receiver started with --status 500 makes some):
+  curl -s {base}/local/dead-letters -H "authorization: Bearer $TOKEN"
 "#,
         schedule = delivery.schedule,
         attempts = delivery.schedule.max_attempts(),
