@@ -14,10 +14,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::adapters::aws::{
+    load_sdk_config, DynamoStore, KmsCipher, SqsDeliveryQueue, SqsRetryControl,
+};
 use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
 use crate::delivery::Deliverer;
 use crate::domain::id::fill_random;
+use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
 use crate::publish::relay_pending_events;
 
 pub use server::LocalApi;
@@ -43,7 +47,9 @@ pub enum LocalError {
 }
 
 const USAGE: &str = "usage:
-  webhooks-local [--port N] [--strict]        run the API and the delivery worker (port also from PORT; default 3000)
+  webhooks-local [--port N] [--strict] [--aws] run the API and the delivery worker (port also from PORT; default 3000);
+                                              --aws: on DynamoDB, KMS and SQS (TABLE_NAME, KMS_KEY_ID, DELIVERY_QUEUE_URL,
+                                              DEAD_LETTER_QUEUE_URL and the standard AWS environment) instead of in memory
   webhooks-local token --org ORG              print a bearer token for ORG (signed with WEBHOOKS_LOCAL_JWT_SECRET)
   webhooks-local receive [--port N] [--secret whsec_...] [--status CODE]
                                               a receiver that prints and verifies what it is sent (default port 9000)";
@@ -136,9 +142,9 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), LocalError> {
             Ok(())
         }
         _ => {
-            let args = Args::parse(&args, &["--strict"], &["--port"])?;
+            let args = Args::parse(&args, &["--strict", "--aws"], &["--port"])?;
             let port = args.port(DEFAULT_PORT)?;
-            serve(port, args.flag("--strict")).await
+            serve(port, args.flag("--strict"), args.flag("--aws")).await
         }
     }
 }
@@ -165,7 +171,7 @@ impl Source for LocalSource {
     }
 }
 
-async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
+async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
     let source = LocalSource { strict };
     let api_config = ApiConfig::from_source(&source)?;
     let delivery_config = DeliveryConfig::from_source(&source)?;
@@ -177,43 +183,107 @@ async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
             (bytes.iter().map(|b| format!("{b:02x}")).collect(), true)
         }
     };
-
-    let store = MemoryStore::new();
-    let cipher = LocalCipher::generate().map_err(|e| LocalError::Setup(e.to_string()))?;
-    let queue = Arc::new(LocalQueue::new(
-        VISIBILITY_TIMEOUT,
-        delivery_config.schedule.max_attempts(),
-    ));
-    let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
-        .map_err(|e| LocalError::Setup(e.to_string()))?;
-    let api = Arc::new(LocalApi::new(
-        store.clone(),
-        cipher,
-        queue.clone(),
-        api_config.clone(),
-        jwt_secret.clone().into_bytes(),
-    ));
-
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    let address = listener.local_addr()?;
     let token = issue_token(jwt_secret.as_bytes(), &api_config.org_id_claim, "demo")?;
-    print_banner(
-        address,
+    let banner = Banner {
+        address: listener.local_addr()?,
         strict,
-        &delivery_config,
-        &jwt_secret,
+        aws,
+        delivery: &delivery_config,
+        jwt_secret: &jwt_secret,
         generated,
-        &token,
-    );
+        token: &token,
+    };
+    let setup = |e: &dyn std::fmt::Display| LocalError::Setup(e.to_string());
 
+    if aws {
+        let sdk = load_sdk_config().await;
+        let store =
+            DynamoStore::from_sdk_config(&sdk, config::required(&ProcessEnv, config::TABLE_NAME)?);
+        let cipher =
+            KmsCipher::from_sdk_config(&sdk, config::required(&ProcessEnv, config::KMS_KEY_ID)?);
+        let queue_url = config::required(&ProcessEnv, config::DELIVERY_QUEUE_URL)?;
+        let dead_letter_url = config::required(&ProcessEnv, config::DEAD_LETTER_QUEUE_URL)?;
+        let producer = Arc::new(SqsDeliveryQueue::from_sdk_config(&sdk, &queue_url));
+        let consumer = Arc::new(SqsRetryControl::from_sdk_config(
+            &sdk,
+            queue_url,
+            dead_letter_url,
+        ));
+        let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
+            .map_err(|e| setup(&e))?;
+        let api = LocalApi::new(
+            store.clone(),
+            cipher,
+            producer.clone(),
+            api_config,
+            jwt_secret.as_bytes().to_vec(),
+            None,
+        );
+        banner.print();
+        run_system(listener, api, deliverer, consumer, store, producer).await;
+        println!("webhooks-local stopped (messages still queued stay in SQS)");
+    } else {
+        let store = MemoryStore::new();
+        let cipher = LocalCipher::generate().map_err(|e| setup(&e))?;
+        let queue = Arc::new(LocalQueue::new(
+            VISIBILITY_TIMEOUT,
+            delivery_config.schedule.max_attempts(),
+        ));
+        let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
+            .map_err(|e| setup(&e))?;
+        let api = LocalApi::new(
+            store.clone(),
+            cipher,
+            queue.clone(),
+            api_config,
+            jwt_secret.as_bytes().to_vec(),
+            Some(queue.clone()),
+        );
+        banner.print();
+        run_system(
+            listener,
+            api,
+            deliverer,
+            queue.clone(),
+            store,
+            queue.clone(),
+        )
+        .await;
+        let left = queue.len().unwrap_or(0);
+        let dead = queue.dead_letters().map(|d| d.len()).unwrap_or(0);
+        if left > 0 {
+            tracing::warn!("stopped with {left} message(s) still queued and not delivered (the embedded queue is in memory: they are discarded)");
+        }
+        println!(
+            "webhooks-local stopped: {left} message(s) left undelivered, {dead} dead-lettered"
+        );
+    }
+    Ok(())
+}
+
+/// Serves the API, runs the delivery worker and the outbox relay, and stops them all on Ctrl-C
+/// or SIGTERM, letting the batch under way finish.
+async fn run_system<S, C, Q, W>(
+    listener: TcpListener,
+    api: LocalApi<S, C, Q>,
+    deliverer: Deliverer<S, C>,
+    consumer: Arc<W>,
+    store: S,
+    producer: Arc<Q>,
+) where
+    S: EndpointStore + BookingStore + EventOutbox + Clone + 'static,
+    C: SecretCipher + 'static,
+    Q: DeliveryQueue + 'static,
+    W: worker::Consumer + 'static,
+{
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn({
-        let queue = queue.clone();
         let stopped = stopped.clone();
-        async move { worker::run(&deliverer, &queue, stopped).await }
+        async move { worker::run(&deliverer, consumer.as_ref(), stopped).await }
     });
     let relay = tokio::spawn({
-        let (store, queue, mut stopped) = (store.clone(), queue.clone(), stopped.clone());
+        let mut stopped = stopped.clone();
         async move {
             loop {
                 tokio::select! {
@@ -221,14 +291,14 @@ async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
                     _ = stopped.changed() => return,
                 }
                 if let Err(error) =
-                    relay_pending_events(&store, queue.as_ref(), RELAY_INTERVAL).await
+                    relay_pending_events(&store, producer.as_ref(), RELAY_INTERVAL).await
                 {
                     tracing::error!(%error, "outbox relay failed");
                 }
             }
         }
     });
-    let server = tokio::spawn(server::run(listener, api, stopped));
+    let server = tokio::spawn(server::run(listener, Arc::new(api), stopped));
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing the deliveries under way");
@@ -236,13 +306,6 @@ async fn serve(port: u16, strict: bool) -> Result<(), LocalError> {
     let _ = server.await;
     let _ = relay.await;
     let _ = worker.await;
-    let left = queue.len().unwrap_or(0);
-    let dead = queue.dead_letters().map(|d| d.len()).unwrap_or(0);
-    if left > 0 {
-        tracing::warn!("stopped with {left} message(s) still queued and not delivered (the embedded queue is in memory: they are discarded)");
-    }
-    println!("webhooks-local stopped: {left} message(s) left undelivered, {dead} dead-lettered");
-    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -268,33 +331,59 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_banner(
+/// What the start banner tells a person.
+struct Banner<'a> {
     address: SocketAddr,
     strict: bool,
-    delivery: &DeliveryConfig,
-    jwt_secret: &str,
+    aws: bool,
+    delivery: &'a DeliveryConfig,
+    jwt_secret: &'a str,
     generated: bool,
-    token: &str,
-) {
-    let base = format!("http://{address}");
-    let targets = if strict {
-        "strict: https only, private and loopback targets refused (production rules)".to_owned()
-    } else {
-        format!(
-            "relaxed for local development: private/loopback targets {}, plain http {} (use --strict for production rules)",
-            if delivery.targets.allow_private { "ALLOWED" } else { "refused" },
-            if delivery.targets.allow_insecure { "ALLOWED" } else { "refused" },
-        )
-    };
-    let secret_line = if generated {
-        format!("generated for this run; set {JWT_SECRET_VAR} to keep tokens across restarts:\n    export {JWT_SECRET_VAR}={jwt_secret}")
-    } else {
-        format!("from {JWT_SECRET_VAR}")
-    };
-    println!(
-        r#"
+    token: &'a str,
+}
+
+impl Banner<'_> {
+    fn print(&self) {
+        let Banner {
+            address,
+            strict,
+            aws,
+            delivery,
+            jwt_secret,
+            generated,
+            token,
+        } = self;
+        let base = format!("http://{address}");
+        let adapters = if *aws {
+            "aws (DynamoDB, KMS, SQS through the standard AWS environment, AWS_ENDPOINT_URL included)"
+        } else {
+            "embedded (in-memory store, local AES-GCM cipher, in-process queue); nothing persists"
+        };
+        let targets = if *strict {
+            "strict: https only, private and loopback targets refused (production rules)".to_owned()
+        } else {
+            format!(
+                "relaxed for local development: private/loopback targets {}, plain http {} (use --strict for production rules)",
+                if delivery.targets.allow_private { "ALLOWED" } else { "refused" },
+                if delivery.targets.allow_insecure { "ALLOWED" } else { "refused" },
+            )
+        };
+        let secret_line = if *generated {
+            format!("generated for this run; set {JWT_SECRET_VAR} to keep tokens across restarts:\n    export {JWT_SECRET_VAR}={jwt_secret}")
+        } else {
+            format!("from {JWT_SECRET_VAR}")
+        };
+        let dead_letters = if *aws {
+            "  # Dead letters are in the SQS dead-letter queue (DEAD_LETTER_QUEUE_URL).".to_owned()
+        } else {
+            format!(
+                "  # Dead letters of your org (restart with WEBHOOKS_RETRY_SCHEDULE=1s,2s and add a receiver\n  # started with --status 500 to see one within seconds):\n  curl -s {base}/local/dead-letters -H \"authorization: Bearer $TOKEN\""
+            )
+        };
+        println!(
+            r#"
 webhooks-local listening on {base}
-  adapters:        embedded (in-memory store, local AES-GCM cipher, in-process queue); nothing persists
+  adapters:        {adapters}
   targets:         {targets}
   retry schedule:  {schedule} ({attempts} attempts, then the dead-letter list)
   JWT secret:      {secret_line}
@@ -309,10 +398,10 @@ Try it (in another terminal):
   # 3. Post a booking: the receiver prints the signed booking.created, this log the attempt.
   curl -s -X POST {base}/bookings -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}}'
-  # Dead letters of your org (a receiver started with --status 500 makes some):
-  curl -s {base}/local/dead-letters -H "authorization: Bearer $TOKEN"
+{dead_letters}
 "#,
-        schedule = delivery.schedule,
-        attempts = delivery.schedule.max_attempts(),
-    );
+            schedule = delivery.schedule,
+            attempts = delivery.schedule.max_attempts(),
+        );
+    }
 }

@@ -19,27 +19,37 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::jwt;
-use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
+use crate::adapters::embedded::LocalQueue;
 use crate::api::{self, error_response, json_response, org_from_claims, MAX_BODY_BYTES};
 use crate::config::ApiConfig;
 use crate::delivery::DeadLetter;
 use crate::error::ApiError;
+use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
 
-pub struct LocalApi {
-    store: MemoryStore,
-    cipher: LocalCipher,
-    queue: Arc<LocalQueue>,
+/// The API over any set of adapters: embedded, or (with `--aws`) the real services.
+pub struct LocalApi<S, C, Q> {
+    store: S,
+    cipher: C,
+    queue: Arc<Q>,
     config: ApiConfig,
     jwt_secret: Vec<u8>,
+    /// The embedded queue's dead-letter list, shown at `GET /local/dead-letters`.
+    dead_letters: Option<Arc<LocalQueue>>,
 }
 
-impl LocalApi {
+impl<S, C, Q> LocalApi<S, C, Q>
+where
+    S: EndpointStore + BookingStore + EventOutbox,
+    C: SecretCipher,
+    Q: DeliveryQueue,
+{
     pub fn new(
-        store: MemoryStore,
-        cipher: LocalCipher,
-        queue: Arc<LocalQueue>,
+        store: S,
+        cipher: C,
+        queue: Arc<Q>,
         config: ApiConfig,
         jwt_secret: Vec<u8>,
+        dead_letters: Option<Arc<LocalQueue>>,
     ) -> Self {
         Self {
             store,
@@ -47,6 +57,7 @@ impl LocalApi {
             queue,
             config,
             jwt_secret,
+            dead_letters,
         }
     }
 
@@ -101,8 +112,11 @@ impl LocalApi {
             Ok(org) => org,
             Err(error) => return error_response(&error),
         };
-        let letters: Vec<DeadLetter> = self
-            .queue
+        let Some(queue) = &self.dead_letters else {
+            // With --aws the dead letters are in the SQS dead-letter queue.
+            return error_response(&ApiError::NotFound);
+        };
+        let letters: Vec<DeadLetter> = queue
             .dead_letters()
             .unwrap_or_default()
             .iter()
@@ -228,7 +242,15 @@ fn into_hyper(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
 }
 
 /// Serves until `stopped` turns true.
-pub async fn run(listener: TcpListener, api: Arc<LocalApi>, mut stopped: watch::Receiver<bool>) {
+pub async fn run<S, C, Q>(
+    listener: TcpListener,
+    api: Arc<LocalApi<S, C, Q>>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: EndpointStore + BookingStore + EventOutbox + 'static,
+    C: SecretCipher + 'static,
+    Q: DeliveryQueue + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

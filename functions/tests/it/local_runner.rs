@@ -22,9 +22,14 @@ struct Runner {
 
 impl Runner {
     async fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[]).await
+    }
+
+    async fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(BINARY)
             .args(["--port", "0"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
             .env("WEBHOOKS_RETRY_SCHEDULE", "1s,1s")
             .env("RUST_LOG", "info")
@@ -274,4 +279,71 @@ async fn strict_mode_applies_the_production_url_rules() {
         );
     }
     runner.stop().await;
+}
+
+#[tokio::test]
+async fn with_aws_the_local_runner_uses_dynamodb_kms_and_sqs() {
+    use common::testing::{aws_endpoint, create_key, create_queues, create_table, sdk_config};
+    let sdk = sdk_config().await;
+    let table = create_table(&sdk).await;
+    let queues = create_queues(&sdk, 3).await;
+    let env = [
+        ("AWS_ENDPOINT_URL", aws_endpoint()),
+        ("TABLE_NAME", table.clone()),
+        ("KMS_KEY_ID", create_key(&sdk).await),
+        ("DELIVERY_QUEUE_URL", queues.url),
+        ("DEAD_LETTER_QUEUE_URL", queues.dead_letter_url),
+    ];
+    let runner = Runner::start_with(&["--aws"], &env).await;
+    let acme = token("acme").await;
+    let receiver = Sink::always(200).await;
+    let (status, created) = call(
+        reqwest::Method::POST,
+        format!("{}/webhooks", runner.base),
+        Some(&acme),
+        Some(json!({"url": receiver.url(), "events": ["booking.created"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["endpoint"]["secret"].as_str().unwrap().to_owned();
+    let id = created["endpoint"]["id"].as_str().unwrap();
+
+    // The endpoint is in the DynamoDB table, not in memory.
+    let store = common::adapters::aws::DynamoStore::from_sdk_config(&sdk, &table);
+    let org = common::domain::OrgId::parse("acme").unwrap();
+    let stored = common::ports::EndpointStore::get_endpoint(
+        &store,
+        &org,
+        &common::domain::id::EndpointId::parse(id).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(stored.is_some());
+
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{}/bookings", runner.base),
+        Some(&acme),
+        Some(booking()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let delivered = eventually("the delivery through SQS", async || {
+        receiver.received().first().cloned()
+    })
+    .await;
+    assert!(verify_with_standardwebhooks(&secret, &delivered));
+    let (status, _) = call(
+        reqwest::Method::GET,
+        format!("{}/local/dead-letters", runner.base),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "dead letters live in the SQS dead-letter queue"
+    );
+    let log = runner.stop().await;
+    assert!(log.contains("adapters:        aws"), "{log}");
 }

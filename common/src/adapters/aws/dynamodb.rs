@@ -30,6 +30,7 @@ const ENDPOINT_PREFIX: &str = "EP#";
 const BOOKING_PREFIX: &str = "BK#";
 const EVENT_PREFIX: &str = "EVT#";
 
+#[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,

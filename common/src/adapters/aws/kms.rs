@@ -7,6 +7,7 @@ use super::describe;
 use crate::error::CipherError;
 use crate::ports::{SecretCipher, SecretContext};
 
+#[derive(Clone)]
 pub struct KmsCipher {
     client: Client,
     key_id: String,

@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 
 use super::describe;
-use crate::delivery::DeadLetter;
+use crate::delivery::{DeadLetter, QueueRecord};
 use crate::domain::event::DeliveryMessage;
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
 
+#[derive(Clone)]
 pub struct SqsDeliveryQueue {
     client: Client,
     queue_url: String,
@@ -73,6 +74,7 @@ impl DeliveryQueue for SqsDeliveryQueue {
     }
 }
 
+#[derive(Clone)]
 pub struct SqsRetryControl {
     client: Client,
     queue_url: String,
@@ -125,6 +127,54 @@ impl RetryControl for SqsRetryControl {
             .send_message()
             .queue_url(&self.dead_letter_queue_url)
             .message_body(body)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+        Ok(())
+    }
+}
+
+/// The consumer's own receive and delete, for a poller that stands in for the Lambda event
+/// source mapping (the local runner with `--aws`).
+impl SqsRetryControl {
+    /// Long-polls for up to `max` messages, waiting at most `wait_secs` for the first.
+    pub async fn receive(&self, max: i32, wait_secs: i32) -> Result<Vec<QueueRecord>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| {
+                let receive_count = message
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(1);
+                Some(QueueRecord {
+                    queue_message_id: message.message_id?,
+                    receipt_handle: message.receipt_handle?,
+                    receive_count,
+                    body: message.body.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
             .send()
             .await
             .map_err(|e| QueueError::Unavailable(describe(&e)))?;
