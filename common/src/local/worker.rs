@@ -33,15 +33,7 @@ impl Consumer for LocalQueue {
         loop {
             let received = LocalQueue::receive(self, max)?;
             if !received.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(received
-                    .into_iter()
-                    .map(|m| QueueRecord {
-                        queue_message_id: m.message_id,
-                        receipt_handle: m.receipt_handle,
-                        receive_count: m.receive_count,
-                        body: m.body,
-                    })
-                    .collect());
+                return Ok(received.into_iter().map(QueueRecord::from).collect());
             }
             let wake = self
                 .next_visible_at()?

@@ -25,15 +25,7 @@ impl TestQueue for LocalQueue {
         loop {
             let received = LocalQueue::receive(self, 10).unwrap();
             if !received.is_empty() || tokio::time::Instant::now() >= deadline {
-                return received
-                    .into_iter()
-                    .map(|m| QueueRecord {
-                        queue_message_id: m.message_id,
-                        receipt_handle: m.receipt_handle,
-                        receive_count: m.receive_count,
-                        body: m.body,
-                    })
-                    .collect();
+                return received.into_iter().map(QueueRecord::from).collect();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -119,24 +111,16 @@ impl RetryControl for SqsPair {
 
 impl TestQueue for SqsPair {
     async fn receive(&self, wait: Duration) -> Vec<QueueRecord> {
-        self.receive_from(&self.url, wait)
-            .await
-            .into_iter()
-            .map(|m| {
-                let receive_count = m
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap();
-                QueueRecord {
-                    queue_message_id: m.message_id.unwrap(),
-                    receipt_handle: m.receipt_handle.unwrap(),
-                    receive_count,
-                    body: m.body.unwrap(),
-                }
-            })
-            .collect()
+        // The consumer's own receive (what webhooks-local --aws polls with), without long-polling
+        // so a test's wait stays its own.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let records = self.control.receive(10, 0).await.unwrap();
+            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn delete(&self, record: &QueueRecord) {

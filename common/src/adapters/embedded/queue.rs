@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::delivery::DeadLetter;
+use crate::delivery::{DeadLetter, QueueRecord};
 use crate::domain::event::DeliveryMessage;
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
@@ -35,6 +35,17 @@ pub struct ReceivedMessage {
     pub receipt_handle: String,
     pub receive_count: u32,
     pub body: String,
+}
+
+impl From<ReceivedMessage> for QueueRecord {
+    fn from(message: ReceivedMessage) -> Self {
+        QueueRecord {
+            queue_message_id: message.message_id,
+            receipt_handle: message.receipt_handle,
+            receive_count: message.receive_count,
+            body: message.body,
+        }
+    }
 }
 
 pub struct LocalQueue {
