@@ -660,23 +660,8 @@ async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt() {
         Reply::status(200).after(Duration::from_secs(10)),
     )
     .await;
-    let outcome = client
-        .post(common::delivery::SignedRequest {
-            url: &silent.url(),
-            message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            timestamp: 1,
-            signature: "v1,x",
-            body: "{}".into(),
-        })
-        .await;
-    match outcome {
-        common::delivery::AttemptOutcome::Failed {
-            status: None,
-            error,
-            ..
-        } => assert!(error.starts_with("timed out"), "{error}"),
-        other => panic!("expected a timeout, got {other:?}"),
-    }
+    let error = failed_post(&client, &silent.url()).await;
+    assert!(error.starts_with("timed out"), "{error}");
 }
 
 #[tokio::test]
@@ -763,25 +748,8 @@ async fn private_targets_are_refused_before_any_connection_is_made() {
             .await
             .map(|name| format!("http://{name}:{port}/hook")),
     ) {
-        let outcome = client
-            .post(common::delivery::SignedRequest {
-                url: &url,
-                message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-                timestamp: 1,
-                signature: "v1,x",
-                body: "{}".into(),
-            })
-            .await;
-        match outcome {
-            common::delivery::AttemptOutcome::Failed {
-                status: None,
-                error,
-                ..
-            } => {
-                assert!(error.starts_with("refused target"), "{url}: {error}")
-            }
-            other => panic!("{url}: expected a refusal, got {other:?}"),
-        }
+        let error = failed_post(&client, &url).await;
+        assert!(error.starts_with("refused target"), "{url}: {error}");
     }
     assert!(loopback.received().is_empty());
 }
@@ -903,4 +871,25 @@ async fn name_resolving_to_loopback() -> Option<String> {
         .collect();
     let loopback_only = !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback());
     loopback_only.then_some(name)
+}
+
+/// One POST through the delivery client; the error text of a failed attempt without a status.
+async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> String {
+    let outcome = client
+        .post(common::delivery::SignedRequest {
+            url,
+            message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            timestamp: 1,
+            signature: "v1,x",
+            body: "{}".into(),
+        })
+        .await;
+    match outcome {
+        common::delivery::AttemptOutcome::Failed {
+            status: None,
+            error,
+            ..
+        } => error,
+        other => panic!("{url}: expected a failure without a status, got {other:?}"),
+    }
 }
