@@ -113,7 +113,7 @@ impl ApiConfig {
                 .get(ORG_ID_CLAIM)
                 .unwrap_or_else(|| DEFAULT_ORG_ID_CLAIM.to_owned()),
             targets: target_policy(source)?,
-            // The API functions time out at 10 s; publishing must leave room to answer.
+            // The API functions time out at 15 s, and the booking's own write may take 6 s first.
             publish_timeout: Duration::from_secs(number(source, PUBLISH_TIMEOUT_SECS, 5, 1..=8)?),
         })
     }
@@ -143,8 +143,9 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// The most one record may take, HTTP attempt and store, KMS and queue calls included.
-    /// With the default 15 s request timeout: 23 s, inside the delivery function's 30 s.
+    /// The most a batch may take: one record's HTTP attempt and its store, KMS and queue calls.
+    /// With the default 15 s request timeout: 23 s, inside the delivery function's 30 s. Records
+    /// beyond the concurrency bound share it, so keep the concurrency at the batch size (10).
     pub fn record_budget(&self) -> std::time::Duration {
         self.request_timeout + std::time::Duration::from_secs(8)
     }

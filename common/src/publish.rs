@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::domain::event::{DeliveryMessage, Event, EventType};
@@ -133,6 +134,10 @@ pub struct RelayReport {
 
 /// Most events one relay run takes from the outbox.
 pub const RELAY_BATCH: usize = 100;
+/// Events a relay run publishes at once.
+const RELAY_CONCURRENCY: usize = 8;
+/// How long one relay run works, inside the relay function's 50 s timeout.
+pub const RELAY_TIME_BUDGET: Duration = Duration::from_secs(40);
 
 /// Publishes the events that have waited in the outbox longer than `min_age` (the producer's
 /// own publish failed or it stopped before clearing them), then clears each one published.
@@ -143,24 +148,47 @@ pub async fn relay_pending_events(
 ) -> Result<RelayReport, StoreError> {
     let cutoff = unix_millis_now().saturating_sub(min_age.as_millis() as u64);
     let pending = store.pending_events(cutoff, RELAY_BATCH).await?;
-    let mut report = RelayReport::default();
-    for (org, event) in pending {
-        match publish_event(store, queue, &org, &event).await {
-            Ok(published) => {
-                store.clear_event(&org, &event.id).await?;
-                tracing::info!(
-                    org_id = %org, event_id = %event.id, endpoints = published.endpoints,
-                    "relayed {} {} from the outbox", event.event_type, event.id
-                );
-                report.published += 1;
+    // What is not relayed within the budget waits for the next run (it stays in the outbox).
+    let deadline = tokio::time::Instant::now() + RELAY_TIME_BUDGET;
+    let outcomes: Vec<bool> = futures_util::stream::iter(pending)
+        .map(|(org, event)| async move {
+            tokio::time::timeout_at(deadline, relay_one(store, queue, &org, &event))
+                .await
+                .unwrap_or(false)
+        })
+        .buffer_unordered(RELAY_CONCURRENCY)
+        .collect()
+        .await;
+    let published = outcomes.iter().filter(|ok| **ok).count();
+    Ok(RelayReport {
+        published,
+        failed: outcomes.len() - published,
+    })
+}
+
+/// Publishes one pending event and clears it; whether it was published.
+async fn relay_one(
+    store: &(impl EndpointStore + EventOutbox),
+    queue: &impl DeliveryQueue,
+    org: &OrgId,
+    event: &Event,
+) -> bool {
+    match publish_event(store, queue, org, event).await {
+        Ok(published) => {
+            if let Err(error) = store.clear_event(org, &event.id).await {
+                tracing::warn!(event_id = %event.id, %error, "relayed but not cleared; the next run publishes it again with the same message ids");
             }
-            Err(error) => {
-                tracing::error!(org_id = %org, event_id = %event.id, %error, "relay could not publish {}; it stays in the outbox", event.id);
-                report.failed += 1;
-            }
+            tracing::info!(
+                org_id = %org, event_id = %event.id, endpoints = published.endpoints,
+                "relayed {} {} from the outbox", event.event_type, event.id
+            );
+            true
+        }
+        Err(error) => {
+            tracing::error!(org_id = %org, event_id = %event.id, %error, "relay could not publish {}; it stays in the outbox", event.id);
+            false
         }
     }
-    Ok(report)
 }
 
 #[cfg(test)]

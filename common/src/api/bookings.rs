@@ -35,17 +35,20 @@ pub async fn create_booking(
             store.insert_booking(&org, &booking, &event).await?;
             tracing::info!(org_id = %org, booking_id = %booking.id, event_id = %event.id, "booking created");
 
-            let published = tokio::time::timeout(config.publish_timeout, publish_event(store, queue, &org, &event)).await;
-            match published {
-                Ok(Ok(report)) => {
-                    tracing::info!(
-                        org_id = %org, booking_id = %booking.id, event_id = %event.id, endpoints = report.endpoints,
-                        "booking.created published to {} endpoint(s)", report.endpoints
-                    );
-                    if let Err(error) = store.clear_event(&org, &event.id).await {
-                        tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay will publish it again with the same message ids");
-                    }
+            // Publishing and clearing share one timeout, so the answer is never held longer.
+            let publish_and_clear = async {
+                let report = publish_event(store, queue, &org, &event).await?;
+                if let Err(error) = store.clear_event(&org, &event.id).await {
+                    tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay will publish it again with the same message ids");
                 }
+                Ok::<_, crate::publish::PublishError>(report)
+            };
+            let published = tokio::time::timeout(config.publish_timeout, publish_and_clear).await;
+            match published {
+                Ok(Ok(report)) => tracing::info!(
+                    org_id = %org, booking_id = %booking.id, event_id = %event.id, endpoints = report.endpoints,
+                    "booking.created published to {} endpoint(s)", report.endpoints
+                ),
                 Ok(Err(error)) => tracing::error!(
                     org_id = %org, booking_id = %booking.id, event_id = %event.id, %error,
                     "booking.created for booking {} not published yet; it stays in the outbox for the relay", booking.id

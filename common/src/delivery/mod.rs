@@ -106,15 +106,16 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
         control: &impl RetryControl,
         records: Vec<QueueRecord>,
     ) -> Vec<String> {
+        // One deadline for the whole batch, whatever the concurrency: the function must answer
+        // before its own timeout, or every record, delivered or not, would be handed out again.
+        let budget = self.config.record_budget();
+        let deadline = tokio::time::Instant::now() + budget;
         stream::iter(records)
             .map(|record| async move {
-                let budget = self.config.record_budget();
-                let settlement = match tokio::time::timeout(budget, self.settle(control, &record)).await {
+                let settlement = match tokio::time::timeout_at(deadline, self.settle(control, &record)).await {
                     Ok(settlement) => settlement,
-                    // The function must answer before its own timeout, or every record of the
-                    // batch, delivered or not, would be handed out again.
                     Err(_) => {
-                        tracing::error!(queue_message_id = %record.queue_message_id, "not settled within {budget:?}; retried after the queue's visibility timeout");
+                        tracing::error!(queue_message_id = %record.queue_message_id, "not settled within the batch's {budget:?}; retried after the queue's visibility timeout");
                         Settlement::RetryLater
                     }
                 };

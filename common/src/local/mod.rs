@@ -31,8 +31,10 @@ pub const DEFAULT_PORT: u16 = 3000;
 /// How long a received message stays hidden before the local queue hands it out again.
 const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 const TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
-/// How often (and after how long) the in-process relay publishes what the outbox still holds.
+/// How often the in-process relay publishes what the outbox still holds.
 const RELAY_INTERVAL: Duration = Duration::from_secs(5);
+/// Added to the publish timeout to make the relay's minimum event age.
+const RELAY_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -153,10 +155,13 @@ fn issue_token(secret: &[u8], claim: &str, org: &str) -> Result<String, LocalErr
     jwt::issue(secret, claim, org, TOKEN_TTL_SECS).map_err(|e| LocalError::Setup(e.to_string()))
 }
 
-/// The environment, with the local runner's relaxed defaults unless `strict`: private targets
-/// and plain http are allowed so a receiver on http://localhost works.
+/// The environment, with the local runner's defaults for the target rules: `--strict` forces
+/// the production rules; in memory they are relaxed unless set (so a receiver on
+/// http://localhost works); with `--aws` they are the production ones unless set, since the
+/// endpoints land in a real table that deployed functions deliver from.
 struct LocalSource {
     strict: bool,
+    relaxed_by_default: bool,
 }
 
 impl Source for LocalSource {
@@ -165,14 +170,19 @@ impl Source for LocalSource {
             name == config::ALLOW_PRIVATE_TARGETS || name == config::ALLOW_INSECURE_URLS;
         match (relaxable, self.strict) {
             (true, true) => Some("0".into()),
-            (true, false) => ProcessEnv.get(name).or_else(|| Some("1".into())),
+            (true, false) => ProcessEnv
+                .get(name)
+                .or_else(|| self.relaxed_by_default.then(|| "1".into())),
             (false, _) => ProcessEnv.get(name),
         }
     }
 }
 
 async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
-    let source = LocalSource { strict };
+    let source = LocalSource {
+        strict,
+        relaxed_by_default: !aws,
+    };
     let api_config = ApiConfig::from_source(&source)?;
     let delivery_config = DeliveryConfig::from_source(&source)?;
     let (jwt_secret, generated) = match ProcessEnv.get(JWT_SECRET_VAR) {
@@ -195,6 +205,8 @@ async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
         token: &token,
     };
     let setup = |e: &dyn std::fmt::Display| LocalError::Setup(e.to_string());
+    // Older than anything the producer may still be publishing itself.
+    let relay_min_age = api_config.publish_timeout + RELAY_MARGIN;
 
     if aws {
         let sdk = load_sdk_config().await;
@@ -221,7 +233,16 @@ async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
             None,
         );
         banner.print();
-        run_system(listener, api, deliverer, consumer, store, producer).await;
+        run_system(
+            listener,
+            api,
+            deliverer,
+            consumer,
+            store,
+            producer,
+            relay_min_age,
+        )
+        .await;
         println!("webhooks-local stopped (messages still queued stay in SQS)");
     } else {
         let store = MemoryStore::new();
@@ -248,6 +269,7 @@ async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
             queue.clone(),
             store,
             queue.clone(),
+            relay_min_age,
         )
         .await;
         let left = queue.len().unwrap_or(0);
@@ -271,6 +293,7 @@ async fn run_system<S, C, Q, W>(
     consumer: Arc<W>,
     store: S,
     producer: Arc<Q>,
+    relay_min_age: Duration,
 ) where
     S: EndpointStore + BookingStore + EventOutbox + Clone + 'static,
     C: SecretCipher + 'static,
@@ -290,10 +313,14 @@ async fn run_system<S, C, Q, W>(
                     _ = tokio::time::sleep(RELAY_INTERVAL) => {}
                     _ = stopped.changed() => return,
                 }
-                if let Err(error) =
-                    relay_pending_events(&store, producer.as_ref(), RELAY_INTERVAL).await
-                {
-                    tracing::error!(%error, "outbox relay failed");
+                // Stopping mid-run is safe: what was not relayed stays in the outbox.
+                tokio::select! {
+                    relayed = relay_pending_events(&store, producer.as_ref(), relay_min_age) => {
+                        if let Err(error) = relayed {
+                            tracing::error!(%error, "outbox relay failed");
+                        }
+                    }
+                    _ = stopped.changed() => return,
                 }
             }
         }

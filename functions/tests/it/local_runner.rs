@@ -293,6 +293,10 @@ async fn with_aws_the_local_runner_uses_dynamodb_kms_and_sqs() {
         ("KMS_KEY_ID", create_key(&sdk).await),
         ("DELIVERY_QUEUE_URL", queues.url),
         ("DEAD_LETTER_QUEUE_URL", queues.dead_letter_url),
+        // With --aws the production URL rules apply unless relaxed explicitly; the receiver
+        // here is on loopback.
+        ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "1".to_owned()),
+        ("WEBHOOKS_ALLOW_INSECURE_URLS", "1".to_owned()),
     ];
     let runner = Runner::start_with(&["--aws"], &env).await;
     let acme = token("acme").await;

@@ -368,12 +368,12 @@ fn outbox_shard_key(shard: usize) -> String {
     format!("PENDING#{shard}")
 }
 
-/// The shard of an event: from the random end of its id, so shards fill evenly.
+/// The shard of an event: a hash of its id (the random part spreads it evenly).
 fn outbox_shard(id: &EventId) -> usize {
-    id.as_str()
-        .bytes()
-        .last()
-        .map_or(0, |b| usize::from(b) % OUTBOX_SHARDS)
+    let hash = id.as_str().bytes().fold(0u32, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(u32::from(byte))
+    });
+    hash as usize % OUTBOX_SHARDS
 }
 /// An event still pending after this long is past saving (the DLQ keeps messages as long);
 /// DynamoDB's TTL removes it.

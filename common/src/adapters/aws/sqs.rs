@@ -134,6 +134,14 @@ impl RetryControl for SqsRetryControl {
     }
 }
 
+fn long_poll_timeouts(wait_secs: i32) -> aws_sdk_sqs::config::timeout::TimeoutConfig {
+    let wait = std::time::Duration::from_secs(u64::try_from(wait_secs).unwrap_or(0));
+    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(wait + std::time::Duration::from_secs(5))
+        .operation_timeout(wait + std::time::Duration::from_secs(10))
+        .build()
+}
+
 /// The consumer's own receive and delete, for a poller that stands in for the Lambda event
 /// source mapping (the local runner with `--aws`).
 impl SqsRetryControl {
@@ -146,6 +154,12 @@ impl SqsRetryControl {
             .max_number_of_messages(max)
             .wait_time_seconds(wait_secs)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            // A long poll outlasts the short timeouts every other call has.
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(long_poll_timeouts(wait_secs)),
+            )
             .send()
             .await
             .map_err(|e| QueueError::Unavailable(describe(&e)))?;
