@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::delivery::DeadLetter;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::{DeliveryMessage, Event, EventType};
+use crate::domain::event::{Event, EventType};
 use crate::domain::id::{EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::{CipherError, QueueError, StoreError};
@@ -126,12 +126,13 @@ pub trait SecretCipher: Send + Sync {
     ) -> impl Future<Output = Result<Vec<u8>, CipherError>> + Send;
 }
 
-/// The producer side of the delivery queue.
+/// The producer side of the delivery queue. It carries message bodies (encoded
+/// [`DeliveryMessage`](crate::domain::event::DeliveryMessage)s): the publisher encodes each once, and sizes its batches by them.
 pub trait DeliveryQueue: Send + Sync {
-    /// Sends up to [`MAX_ENQUEUE_BATCH`] messages; returns the indexes of those that failed.
+    /// Sends up to [`MAX_ENQUEUE_BATCH`] bodies; returns the indexes of those that failed.
     fn enqueue(
         &self,
-        messages: &[DeliveryMessage],
+        bodies: &[String],
     ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
 }
 

@@ -9,10 +9,10 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::domain::event::{DeliveryMessage, Event, EventType};
+use crate::domain::event::{Event, EventType};
 use crate::domain::id::RandomError;
 use crate::domain::OrgId;
-use crate::error::{QueueError, StoreError};
+use crate::error::StoreError;
 use crate::ports::{
     DeliveryQueue, EndpointStore, EventOutbox, MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
 };
@@ -31,6 +31,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Random(#[from] RandomError),
+    #[error("a message could not be encoded: {0}")]
+    Encoding(#[from] serde_json::Error),
     #[error("{failed} of {total} messages were not enqueued (last error: {last_error})")]
     NotEnqueued {
         failed: usize,
@@ -59,14 +61,14 @@ pub async fn publish_event(
     org: &OrgId,
     event: &Event,
 ) -> Result<PublishReport, PublishError> {
-    let messages: Vec<DeliveryMessage> = store
+    let bodies = store
         .subscribers(org, event.event_type)
         .await?
         .into_iter()
-        .map(|endpoint_id| event.message_for(org, endpoint_id))
-        .collect();
-    let total = messages.len();
-    let (unsent, _) = send_all(queue, messages).await;
+        .map(|endpoint_id| serde_json::to_string(&event.message_for(org, endpoint_id)))
+        .collect::<Result<Vec<String>, _>>()?;
+    let total = bodies.len();
+    let (unsent, _) = send_all(queue, bodies).await;
     let (unsent, last_error) = send_all(queue, unsent).await;
     if !unsent.is_empty() {
         return Err(PublishError::NotEnqueued {
@@ -81,9 +83,9 @@ pub async fn publish_event(
 /// Sends in concurrent batches; returns what was not sent and the last error seen.
 async fn send_all(
     queue: &impl DeliveryQueue,
-    messages: Vec<DeliveryMessage>,
-) -> (Vec<DeliveryMessage>, Option<String>) {
-    let batches = batches(&messages);
+    bodies: Vec<String>,
+) -> (Vec<String>, Option<String>) {
+    let batches = batches(&bodies);
     let results = join_all(batches.iter().map(|batch| queue.enqueue(batch))).await;
     let mut unsent = Vec::new();
     let mut last_error = None;
@@ -91,11 +93,7 @@ async fn send_all(
         match result {
             Ok(failed) => unsent.extend(failed.into_iter().filter_map(|i| batch.get(i).cloned())),
             Err(error) => {
-                last_error = Some(match &error {
-                    QueueError::Unavailable(detail) | QueueError::Encoding(detail) => {
-                        detail.clone()
-                    }
-                });
+                last_error = Some(error.to_string());
                 unsent.extend(batch.iter().cloned());
             }
         }
@@ -103,24 +101,23 @@ async fn send_all(
     (unsent, last_error)
 }
 
-/// Splits messages into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
-/// [`MAX_ENQUEUE_BYTES`] of bodies each (a single larger message goes alone, for SQS to judge).
-fn batches(messages: &[DeliveryMessage]) -> Vec<&[DeliveryMessage]> {
-    let size = |m: &DeliveryMessage| serde_json::to_vec(m).map_or(0, |body| body.len());
+/// Splits bodies into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
+/// [`MAX_ENQUEUE_BYTES`] of bodies each (a single larger body goes alone, for SQS to judge).
+fn batches(bodies: &[String]) -> Vec<&[String]> {
     let mut batches = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (index, message) in messages.iter().enumerate() {
-        let body = size(message);
+    for (index, body) in bodies.iter().enumerate() {
+        let body = body.len();
         let full = index - start == MAX_ENQUEUE_BATCH
             || (index > start && bytes + body > MAX_ENQUEUE_BYTES);
         if full {
-            batches.push(&messages[start..index]);
+            batches.push(&bodies[start..index]);
             (start, bytes) = (index, 0);
         }
         bytes += body;
     }
-    if start < messages.len() {
-        batches.push(&messages[start..]);
+    if start < bodies.len() {
+        batches.push(&bodies[start..]);
     }
     batches
 }
@@ -194,34 +191,26 @@ async fn relay_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::id::{EndpointId, MessageId};
 
-    fn message(data_bytes: usize) -> DeliveryMessage {
-        DeliveryMessage {
-            id: MessageId::parse("msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
-            org_id: "org".into(),
-            endpoint_id: EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
-            event_type: EventType::BookingCreated,
-            timestamp: "2030-01-01T00:00:00.000Z".into(),
-            data: Value::String("x".repeat(data_bytes)),
-        }
+    fn bodies(count: usize, bytes: usize) -> Vec<String> {
+        (0..count).map(|_| "x".repeat(bytes)).collect()
     }
 
     #[test]
     fn batches_hold_at_most_ten_messages() {
-        let messages: Vec<_> = (0..23).map(|_| message(10)).collect();
-        let sizes: Vec<usize> = batches(&messages).iter().map(|b| b.len()).collect();
+        let sizes: Vec<usize> = batches(&bodies(23, 10)).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![10, 10, 3]);
         assert!(batches(&[]).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_payload_limit() {
-        let messages: Vec<_> = (0..5).map(|_| message(100 * 1024)).collect();
-        let split = batches(&messages);
-        let sizes: Vec<usize> = split.iter().map(|b| b.len()).collect();
+        let sizes: Vec<usize> = batches(&bodies(5, 100 * 1024))
+            .iter()
+            .map(|b| b.len())
+            .collect();
         assert_eq!(sizes, vec![2, 2, 1]);
-        let huge = [message(300 * 1024), message(10)];
+        let huge = ["x".repeat(300 * 1024), "x".to_owned()];
         let sizes: Vec<usize> = batches(&huge).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![1, 1], "an oversized message goes alone");
     }

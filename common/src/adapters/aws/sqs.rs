@@ -8,9 +8,12 @@ use aws_sdk_sqs::Client;
 
 use super::describe;
 use crate::delivery::{DeadLetter, QueueRecord};
-use crate::domain::event::DeliveryMessage;
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
+
+fn unavailable(error: impl std::error::Error) -> QueueError {
+    QueueError::Unavailable(describe(&error))
+}
 
 #[derive(Clone)]
 pub struct SqsDeliveryQueue {
@@ -32,21 +35,19 @@ impl SqsDeliveryQueue {
 }
 
 impl DeliveryQueue for SqsDeliveryQueue {
-    async fn enqueue(&self, messages: &[DeliveryMessage]) -> Result<Vec<usize>, QueueError> {
-        if messages.is_empty() {
+    async fn enqueue(&self, bodies: &[String]) -> Result<Vec<usize>, QueueError> {
+        if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        if messages.len() > MAX_ENQUEUE_BATCH {
+        if bodies.len() > MAX_ENQUEUE_BATCH {
             return Err(QueueError::Encoding(format!(
                 "at most {MAX_ENQUEUE_BATCH} messages per batch"
             )));
         }
-        let entries = messages
+        let entries = bodies
             .iter()
             .enumerate()
-            .map(|(index, message)| {
-                let body = serde_json::to_string(message)
-                    .map_err(|e| QueueError::Encoding(e.to_string()))?;
+            .map(|(index, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
                     .message_body(body)
@@ -61,7 +62,7 @@ impl DeliveryQueue for SqsDeliveryQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         let failed = output
             .failed
             .iter()
@@ -116,7 +117,7 @@ impl RetryControl for SqsRetryControl {
             .visibility_timeout(seconds)
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl RetryControl for SqsRetryControl {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 }
@@ -162,7 +163,7 @@ impl SqsRetryControl {
             )
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         Ok(output
             .messages
             .unwrap_or_default()
@@ -191,7 +192,7 @@ impl SqsRetryControl {
             .receipt_handle(receipt_handle)
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(describe(&e)))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 }

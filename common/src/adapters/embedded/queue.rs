@@ -9,7 +9,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::delivery::{DeadLetter, QueueRecord};
-use crate::domain::event::DeliveryMessage;
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
 
@@ -180,16 +179,14 @@ impl LocalQueue {
 }
 
 impl DeliveryQueue for LocalQueue {
-    async fn enqueue(&self, messages: &[DeliveryMessage]) -> Result<Vec<usize>, QueueError> {
-        if messages.len() > MAX_ENQUEUE_BATCH {
+    async fn enqueue(&self, bodies: &[String]) -> Result<Vec<usize>, QueueError> {
+        if bodies.len() > MAX_ENQUEUE_BATCH {
             return Err(QueueError::Encoding(format!(
                 "at most {MAX_ENQUEUE_BATCH} messages per batch"
             )));
         }
-        for message in messages {
-            let body =
-                serde_json::to_string(message).map_err(|e| QueueError::Encoding(e.to_string()))?;
-            self.send(body)?;
+        for body in bodies {
+            self.send(body.clone())?;
         }
         Ok(Vec::new())
     }
