@@ -91,10 +91,6 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
         })
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     pub fn cipher(&self) -> &C {
         &self.cipher
     }

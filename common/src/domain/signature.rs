@@ -28,20 +28,6 @@ pub fn sign(
     ))
 }
 
-/// The header for several valid secrets (during a rotation): signatures separated by spaces.
-pub fn sign_all(
-    secrets: &[WebhookSecret],
-    message_id: &str,
-    timestamp: i64,
-    body: &str,
-) -> Result<String, SecretFormatError> {
-    let signatures = secrets
-        .iter()
-        .map(|s| sign(s, message_id, timestamp, body))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(signatures.join(" "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,20 +65,5 @@ mod tests {
         assert_ne!(base, sign(&secret, "msg_2", 1, "{}").unwrap());
         assert_ne!(base, sign(&secret, "msg_1", 2, "{}").unwrap());
         assert_ne!(base, sign(&secret, "msg_1", 1, "{ }").unwrap());
-    }
-
-    #[test]
-    fn rotation_header_lists_every_signature() {
-        let old = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let new = WebhookSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
-        let header = sign_all(&[new.clone(), old.clone()], "msg_1", 1, "{}").unwrap();
-        let parts: Vec<_> = header.split(' ').collect();
-        assert_eq!(
-            parts,
-            vec![
-                sign(&new, "msg_1", 1, "{}").unwrap(),
-                sign(&old, "msg_1", 1, "{}").unwrap()
-            ]
-        );
     }
 }

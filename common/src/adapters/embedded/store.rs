@@ -29,18 +29,6 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Overwrites a stored endpoint as is (tests use it to tamper with rows).
-    pub fn put_raw(&self, endpoint: Endpoint) -> Result<(), StoreError> {
-        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
-        endpoints.insert((endpoint.org_id.clone(), endpoint.id.clone()), endpoint);
-        Ok(())
-    }
-
-    pub fn booking(&self, org: &OrgId, id: &BookingId) -> Result<Option<Booking>, StoreError> {
-        let bookings = self.bookings.lock().map_err(poisoned)?;
-        Ok(bookings.get(&(org.clone(), id.clone())).cloned())
-    }
 }
 
 impl EndpointStore for MemoryStore {
