@@ -20,8 +20,10 @@ pub const DELIVERY_CONCURRENCY: &str = "WEBHOOKS_DELIVERY_CONCURRENCY";
 pub const SECRET_CACHE_TTL_SECS: &str = "WEBHOOKS_SECRET_CACHE_TTL_SECS";
 pub const PUBLISH_TIMEOUT_SECS: &str = "WEBHOOKS_PUBLISH_TIMEOUT_SECS";
 pub const RELAY_MIN_AGE_SECS: &str = "WEBHOOKS_RELAY_MIN_AGE_SECS";
+pub const MAX_ENDPOINTS_PER_ORG: &str = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG";
 
 pub const DEFAULT_ORG_ID_CLAIM: &str = "org_id";
+pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u64 = 100;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -104,6 +106,9 @@ pub struct ApiConfig {
     pub targets: TargetPolicy,
     /// How long `POST /bookings` waits for publishing before answering anyway.
     pub publish_timeout: Duration,
+    /// Most endpoints one org may have (`POST /webhooks` answers 409 past it). It bounds the
+    /// fan-out of one event, so a publish works in bounded memory and time.
+    pub max_endpoints_per_org: usize,
 }
 
 impl ApiConfig {
@@ -115,6 +120,12 @@ impl ApiConfig {
             targets: target_policy(source)?,
             // The API functions time out at 15 s, and the booking's own write may take 6 s first.
             publish_timeout: Duration::from_secs(number(source, PUBLISH_TIMEOUT_SECS, 5, 1..=8)?),
+            max_endpoints_per_org: number(
+                source,
+                MAX_ENDPOINTS_PER_ORG,
+                DEFAULT_MAX_ENDPOINTS_PER_ORG,
+                1..=10_000,
+            )? as usize,
         })
     }
 }

@@ -8,6 +8,9 @@ use crate::domain::validation::FieldError;
 pub enum StoreError {
     #[error("an item with this key already exists")]
     Conflict,
+    /// The org already has the most items of this kind it may have.
+    #[error("the organization already has the maximum of {0}")]
+    LimitReached(usize),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("a stored item is malformed: {0}")]
@@ -46,6 +49,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("Conflict")]
     Conflict,
+    #[error("This organization already has the maximum of {0} webhook endpoints; delete one before creating another")]
+    EndpointLimit(usize),
     /// A dependency failed; details go to the log, not to the client.
     #[error("Service unavailable, try again")]
     Unavailable,
@@ -61,7 +66,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::Conflict | ApiError::EndpointLimit(_) => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,6 +96,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict => ApiError::Conflict,
+            StoreError::LimitReached(limit) => ApiError::EndpointLimit(limit),
             StoreError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "store unavailable");
                 ApiError::Unavailable

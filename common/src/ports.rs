@@ -7,8 +7,9 @@ use std::time::Duration;
 use crate::delivery::DeadLetter;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::{Event, EventType};
+use crate::domain::event::{Event, EventType, PendingEvent};
 use crate::domain::id::{EndpointId, EventId};
+use crate::domain::queue_body::QueueBody;
 use crate::domain::OrgId;
 use crate::error::{CipherError, QueueError, StoreError};
 
@@ -30,11 +31,15 @@ pub struct EndpointPage {
 
 /// Endpoints, always addressed through their org: another org's item cannot even be named.
 pub trait EndpointStore: Send + Sync {
-    /// Stores a new endpoint; `StoreError::Conflict` if its id is taken by another item (the
-    /// same item again, as an SDK retry after a lost answer sends it, is a success).
+    /// Stores a new endpoint unless its org already has `max_per_org` endpoints
+    /// (`StoreError::LimitReached`), atomically with the org's endpoint count, so concurrent
+    /// creates cannot pass the cap together. `StoreError::Conflict` if its id is taken by
+    /// another item (the same item again, as an SDK retry after a lost answer sends it, is a
+    /// success).
     fn insert_endpoint(
         &self,
         endpoint: &Endpoint,
+        max_per_org: usize,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get_endpoint(
@@ -60,7 +65,9 @@ pub trait EndpointStore: Send + Sync {
         updated_at: &str,
     ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
 
-    /// Deletes an endpoint; `false` when there was no such endpoint in `org`.
+    /// Deletes an endpoint (and counts it out of its org's endpoints); `false` when there was
+    /// no such endpoint in `org`. A retry of a delete that happened, after its answer was lost,
+    /// is still `true`.
     fn delete_endpoint(
         &self,
         org: &OrgId,
@@ -88,13 +95,26 @@ pub trait BookingStore: Send + Sync {
 
 /// Events recorded but not yet (known to be) fully enqueued.
 pub trait EventOutbox: Send + Sync {
-    /// Up to `limit` pending events created before `created_before_millis`, oldest first,
-    /// across all orgs (this is the relay's view, never a request's).
+    /// Up to `limit` pending events due before `due_before_millis`, earliest due first, across
+    /// all orgs (this is the relay's view, never a request's). An event is due from its
+    /// creation, or, once set aside, from the time [`EventOutbox::set_aside_event`] gave.
     fn pending_events(
         &self,
-        created_before_millis: u64,
+        due_before_millis: u64,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(OrgId, Event)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<PendingEvent>, StoreError>> + Send;
+
+    /// Records a failed relay of a pending event and moves it behind every event due before
+    /// `due_at_millis`, so one event that keeps failing cannot hold back the others.
+    /// `relay_failures` counts the failures so far, this one included. An event no longer in
+    /// the outbox (cleared meanwhile) stays cleared.
+    fn set_aside_event(
+        &self,
+        org: &OrgId,
+        id: &EventId,
+        relay_failures: u32,
+        due_at_millis: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes an event from the outbox once every message for it is enqueued.
     fn clear_event(
@@ -127,12 +147,13 @@ pub trait SecretCipher: Send + Sync {
 }
 
 /// The producer side of the delivery queue. It carries message bodies (encoded
-/// [`DeliveryMessage`](crate::domain::event::DeliveryMessage)s): the publisher encodes each once, and sizes its batches by them.
+/// [`DeliveryMessage`](crate::domain::event::DeliveryMessage)s, SQS-safe by construction):
+/// the publisher encodes each once, and sizes its batches by them.
 pub trait DeliveryQueue: Send + Sync {
     /// Sends up to [`MAX_ENQUEUE_BATCH`] bodies; returns the indexes of those that failed.
     fn enqueue(
         &self,
-        bodies: &[String],
+        bodies: &[QueueBody],
     ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
 }
 

@@ -3,14 +3,17 @@
 //! event records it in the outbox with its own write first and calls [`publish_event`], and the
 //! relay ([`relay_pending_events`]) publishes whatever the outbox still holds later.
 
+use std::collections::HashSet;
+use std::iter::Peekable;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use futures_util::StreamExt;
+use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 
-use crate::domain::event::{Event, EventType};
+use crate::domain::event::{Event, EventType, PendingEvent};
 use crate::domain::id::RandomError;
+use crate::domain::queue_body::QueueBody;
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
@@ -41,6 +44,10 @@ pub enum PublishError {
     },
 }
 
+/// Batches of one fan-out in flight at once. With the per-org endpoint cap this bounds a
+/// publish's memory to a few batches of bodies, whatever the number of subscribers.
+const FANOUT_CONCURRENCY: usize = 4;
+
 /// Sends `event_type` with `data` to every enabled endpoint of `org` subscribed to it.
 pub async fn publish(
     store: &impl EndpointStore,
@@ -54,22 +61,28 @@ pub async fn publish(
 
 /// Sends an existing event. Message ids derive from the event and the endpoint, so publishing
 /// the same event twice enqueues messages receivers can de-duplicate by `webhook-id`.
-/// Batches go out concurrently; messages a batch could not send are retried once.
+/// Bodies are encoded as batches are sent, [`FANOUT_CONCURRENCY`] batches at a time;
+/// messages a batch could not send are retried once.
 pub async fn publish_event(
     store: &impl EndpointStore,
     queue: &impl DeliveryQueue,
     org: &OrgId,
     event: &Event,
 ) -> Result<PublishReport, PublishError> {
-    let bodies = store
-        .subscribers(org, event.event_type)
-        .await?
-        .into_iter()
-        .map(|endpoint_id| serde_json::to_string(&event.message_for(org, endpoint_id)))
-        .collect::<Result<Vec<String>, _>>()?;
-    let total = bodies.len();
+    let subscribers = store.subscribers(org, event.event_type).await?;
+    let total = subscribers.len();
+    // Encoding a JSON value cannot fail in practice; if it ever does, the fan-out stops there.
+    let encoding_error = OnceLock::new();
+    let bodies = subscribers.into_iter().map_while(|endpoint_id| {
+        QueueBody::encode(&event.message_for(org, endpoint_id))
+            .map_err(|e| encoding_error.set(e))
+            .ok()
+    });
     let (unsent, _) = send_all(queue, bodies).await;
-    let (unsent, last_error) = send_all(queue, unsent).await;
+    if let Some(error) = encoding_error.into_inner() {
+        return Err(PublishError::Encoding(error));
+    }
+    let (unsent, last_error) = send_all(queue, unsent.into_iter()).await;
     if !unsent.is_empty() {
         return Err(PublishError::NotEnqueued {
             failed: unsent.len(),
@@ -80,96 +93,180 @@ pub async fn publish_event(
     Ok(PublishReport { endpoints: total })
 }
 
-/// Sends in concurrent batches; returns what was not sent and the last error seen.
+/// Sends bodies in batches, [`FANOUT_CONCURRENCY`] at a time, taking bodies from `bodies` only
+/// as batches go out; returns what was not sent and the last error seen.
 async fn send_all(
     queue: &impl DeliveryQueue,
-    bodies: Vec<String>,
-) -> (Vec<String>, Option<String>) {
-    let batches = batches(&bodies);
-    let results = join_all(batches.iter().map(|batch| queue.enqueue(batch))).await;
-    let mut unsent = Vec::new();
-    let mut last_error = None;
-    for (batch, result) in batches.iter().zip(results) {
-        match result {
-            Ok(failed) => unsent.extend(failed.into_iter().filter_map(|i| batch.get(i).cloned())),
-            Err(error) => {
-                last_error = Some(error.to_string());
-                unsent.extend(batch.iter().cloned());
+    bodies: impl Iterator<Item = QueueBody>,
+) -> (Vec<QueueBody>, Option<String>) {
+    let mut results = stream::iter(Batches::new(bodies))
+        .map(|batch| async move {
+            match queue.enqueue(&batch).await {
+                Ok(failed) => {
+                    let unsent = failed.into_iter().filter_map(|i| batch.get(i).cloned());
+                    (unsent.collect(), None)
+                }
+                Err(error) => (batch, Some(error.to_string())),
             }
-        }
+        })
+        .buffer_unordered(FANOUT_CONCURRENCY);
+    let (mut unsent, mut last_error) = (Vec::new(), None);
+    while let Some((failed, error)) = results.next().await {
+        unsent.extend(failed);
+        last_error = error.or(last_error);
     }
     (unsent, last_error)
 }
 
-/// Splits bodies into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
+/// Groups bodies into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
 /// [`MAX_ENQUEUE_BYTES`] of bodies each (a single larger body goes alone, for SQS to judge).
-fn batches(bodies: &[String]) -> Vec<&[String]> {
-    let mut batches = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (index, body) in bodies.iter().enumerate() {
-        let body = body.len();
-        let full = index - start == MAX_ENQUEUE_BATCH
-            || (index > start && bytes + body > MAX_ENQUEUE_BYTES);
-        if full {
-            batches.push(&bodies[start..index]);
-            (start, bytes) = (index, 0);
+struct Batches<I: Iterator<Item = QueueBody>> {
+    bodies: Peekable<I>,
+}
+
+impl<I: Iterator<Item = QueueBody>> Batches<I> {
+    fn new(bodies: I) -> Self {
+        Self {
+            bodies: bodies.peekable(),
         }
-        bytes += body;
     }
-    if start < bodies.len() {
-        batches.push(&bodies[start..]);
+}
+
+impl<I: Iterator<Item = QueueBody>> Iterator for Batches<I> {
+    type Item = Vec<QueueBody>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = self.bodies.next()?;
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENQUEUE_BATCH {
+            let fits = self
+                .bodies
+                .peek()
+                .is_some_and(|next| bytes + next.len() <= MAX_ENQUEUE_BYTES);
+            match self.bodies.next_if(|_| fits) {
+                Some(body) => {
+                    bytes += body.len();
+                    batch.push(body);
+                }
+                None => break,
+            }
+        }
+        Some(batch)
     }
-    batches
 }
 
 /// What one relay run did.
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RelayReport {
     pub published: usize,
+    /// Events whose publish failed; each was set aside with a longer backoff.
     pub failed: usize,
+    /// Whether the run stopped at its time budget with events still due (the next run goes on).
+    pub out_of_time: bool,
 }
 
-/// Most events one relay run takes from the outbox.
+/// Events one outbox read takes; a run reads again until nothing is due or its time is up.
 pub const RELAY_BATCH: usize = 100;
 /// Events a relay run publishes at once.
-const RELAY_CONCURRENCY: usize = 8;
+const RELAY_CONCURRENCY: usize = 16;
 /// How long one relay run works, inside the relay function's 50 s timeout.
 pub const RELAY_TIME_BUDGET: Duration = Duration::from_secs(40);
+/// The first set-aside after a failed relay; each further failure doubles it, up to
+/// [`RELAY_MAX_BACKOFF`]. Events still pending after 14 days expire (the outbox TTL).
+pub const RELAY_FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub const RELAY_MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// Publishes the events that have waited in the outbox longer than `min_age` (the producer's
-/// own publish failed or it stopped before clearing them), then clears each one published.
+/// How long an event is set aside after its `relay_failures`-th failed relay.
+pub fn relay_backoff(relay_failures: u32) -> Duration {
+    let doublings = relay_failures.saturating_sub(1).min(16);
+    RELAY_FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(RELAY_MAX_BACKOFF)
+}
+
+/// Publishes the events that have been due in the outbox for longer than `min_age` (the
+/// producer's own publish failed or it stopped before clearing them), then clears each one
+/// published. It reads and publishes batch after batch until nothing is due or
+/// [`RELAY_TIME_BUDGET`] is spent, so a backlog drains at the queue's speed. An event whose
+/// publish fails is set aside with a growing backoff ([`relay_backoff`]), so the events behind
+/// it pass it.
 pub async fn relay_pending_events(
     store: &(impl EndpointStore + EventOutbox),
     queue: &impl DeliveryQueue,
     min_age: Duration,
 ) -> Result<RelayReport, StoreError> {
-    let cutoff = unix_millis_now().saturating_sub(min_age.as_millis() as u64);
-    let pending = store.pending_events(cutoff, RELAY_BATCH).await?;
-    // What is not relayed within the budget waits for the next run (it stays in the outbox).
-    let deadline = tokio::time::Instant::now() + RELAY_TIME_BUDGET;
-    let outcomes: Vec<bool> = futures_util::stream::iter(pending)
-        .map(|(org, event)| async move {
-            tokio::time::timeout_at(deadline, relay_one(store, queue, &org, &event))
-                .await
-                .unwrap_or(false)
-        })
-        .buffer_unordered(RELAY_CONCURRENCY)
-        .collect()
-        .await;
-    let published = outcomes.iter().filter(|ok| **ok).count();
-    Ok(RelayReport {
-        published,
-        failed: outcomes.len() - published,
-    })
+    relay_within(store, queue, min_age, RELAY_TIME_BUDGET).await
 }
 
-/// Publishes one pending event and clears it; whether it was published.
+/// [`relay_pending_events`] with another time budget.
+pub async fn relay_within(
+    store: &(impl EndpointStore + EventOutbox),
+    queue: &impl DeliveryQueue,
+    min_age: Duration,
+    budget: Duration,
+) -> Result<RelayReport, StoreError> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut report = RelayReport::default();
+    // An event seen once in this run is not taken again by it: one whose clear or set-aside
+    // failed stays due, and must not be published over and over until the budget is spent.
+    let mut seen = HashSet::new();
+    loop {
+        let cutoff = unix_millis_now().saturating_sub(min_age.as_millis() as u64);
+        let pending = store.pending_events(cutoff, RELAY_BATCH).await?;
+        let last_read = pending.len() < RELAY_BATCH;
+        let fresh: Vec<PendingEvent> = pending
+            .into_iter()
+            .filter(|p| seen.insert(p.event.id.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+        let outcomes: Vec<Relayed> = stream::iter(fresh)
+            .map(|pending| async move {
+                tokio::time::timeout_at(deadline, relay_one(store, queue, &pending))
+                    .await
+                    .unwrap_or(Relayed::OutOfTime)
+            })
+            .buffer_unordered(RELAY_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Relayed::Published => report.published += 1,
+                Relayed::Failed => report.failed += 1,
+                Relayed::OutOfTime => report.out_of_time = true,
+            }
+        }
+        if report.out_of_time || tokio::time::Instant::now() >= deadline {
+            report.out_of_time = true;
+            return Ok(report);
+        }
+        if last_read {
+            return Ok(report);
+        }
+    }
+}
+
+enum Relayed {
+    Published,
+    Failed,
+    /// The run's budget ran out first; the event stays due for the next run.
+    OutOfTime,
+}
+
+/// Publishes one pending event and clears it, or sets it aside.
 async fn relay_one(
     store: &(impl EndpointStore + EventOutbox),
     queue: &impl DeliveryQueue,
-    org: &OrgId,
-    event: &Event,
-) -> bool {
+    pending: &PendingEvent,
+) -> Relayed {
+    let PendingEvent {
+        org,
+        event,
+        relay_failures,
+    } = pending;
     match publish_event(store, queue, org, event).await {
         Ok(published) => {
             if let Err(error) = store.clear_event(org, &event.id).await {
@@ -179,11 +276,24 @@ async fn relay_one(
                 org_id = %org, event_id = %event.id, endpoints = published.endpoints,
                 "relayed {} {} from the outbox", event.event_type, event.id
             );
-            true
+            Relayed::Published
         }
         Err(error) => {
-            tracing::error!(org_id = %org, event_id = %event.id, %error, "relay could not publish {}; it stays in the outbox", event.id);
-            false
+            let relay_failures = relay_failures + 1;
+            let backoff = relay_backoff(relay_failures);
+            let due_at = unix_millis_now() + backoff.as_millis() as u64;
+            // The field name is what the relay's log metric filter (template.yaml) counts.
+            tracing::error!(
+                org_id = %org, event_id = %event.id, relay_failures, %error,
+                "relay could not publish {} (failure {relay_failures}); set aside for {}s", event.id, backoff.as_secs()
+            );
+            if let Err(error) = store
+                .set_aside_event(org, &event.id, relay_failures, due_at)
+                .await
+            {
+                tracing::error!(event_id = %event.id, %error, "could not set the event aside; it stays due");
+            }
+            Relayed::Failed
         }
     }
 }
@@ -192,26 +302,51 @@ async fn relay_one(
 mod tests {
     use super::*;
 
-    fn bodies(count: usize, bytes: usize) -> Vec<String> {
-        (0..count).map(|_| "x".repeat(bytes)).collect()
+    fn bodies(count: usize, bytes: usize) -> Vec<QueueBody> {
+        // A JSON string of `bytes - 2` characters encodes to `bytes` bytes.
+        (0..count)
+            .map(|_| QueueBody::encode(&"x".repeat(bytes - 2)).unwrap())
+            .collect()
+    }
+
+    fn sizes(bodies: Vec<QueueBody>) -> Vec<usize> {
+        Batches::new(bodies.into_iter()).map(|b| b.len()).collect()
     }
 
     #[test]
     fn batches_hold_at_most_ten_messages() {
-        let sizes: Vec<usize> = batches(&bodies(23, 10)).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![10, 10, 3]);
-        assert!(batches(&[]).is_empty());
+        assert_eq!(sizes(bodies(23, 10)), vec![10, 10, 3]);
+        assert!(sizes(Vec::new()).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_payload_limit() {
-        let sizes: Vec<usize> = batches(&bodies(5, 100 * 1024))
-            .iter()
-            .map(|b| b.len())
-            .collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
-        let huge = ["x".repeat(300 * 1024), "x".to_owned()];
-        let sizes: Vec<usize> = batches(&huge).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![1, 1], "an oversized message goes alone");
+        assert_eq!(sizes(bodies(5, 100 * 1024)), vec![2, 2, 1]);
+        let mut huge = bodies(1, 300 * 1024);
+        huge.extend(bodies(1, 3));
+        assert_eq!(sizes(huge), vec![1, 1], "an oversized message goes alone");
+    }
+
+    #[test]
+    fn batches_are_taken_lazily() {
+        let taken = std::cell::Cell::new(0);
+        let source = bodies(25, 10)
+            .into_iter()
+            .inspect(|_| taken.set(taken.get() + 1));
+        let mut batches = Batches::new(source);
+        assert_eq!(batches.next().map(|b| b.len()), Some(10));
+        assert!(
+            taken.get() <= 11,
+            "one batch and at most one peeked body, not all 25"
+        );
+    }
+
+    #[test]
+    fn relay_backoff_doubles_up_to_an_hour() {
+        assert_eq!(relay_backoff(1), Duration::from_secs(30));
+        assert_eq!(relay_backoff(2), Duration::from_secs(60));
+        assert_eq!(relay_backoff(5), Duration::from_secs(480));
+        assert_eq!(relay_backoff(8), Duration::from_secs(3600));
+        assert_eq!(relay_backoff(u32::MAX), Duration::from_secs(3600));
     }
 }

@@ -203,7 +203,7 @@ pub async fn seed_endpoint(
         created_at: "2030-01-01T00:00:00.000Z".into(),
         updated_at: "2030-01-01T00:00:00.000Z".into(),
     };
-    store.insert_endpoint(&endpoint).await.unwrap();
+    store.insert_endpoint(&endpoint, 100).await.unwrap();
     secret
 }
 
@@ -212,6 +212,7 @@ pub fn api_config(targets: TargetPolicy) -> ApiConfig {
         org_id_claim: "org_id".into(),
         targets,
         publish_timeout: Duration::from_secs(5),
+        max_endpoints_per_org: 100,
     }
 }
 
@@ -485,4 +486,105 @@ except Exception as error:
         "verifier failed: {verdict}"
     );
     verdict == "valid"
+}
+
+/// A Lambda Runtime API (2018-06-01) on loopback that hands one event to the function process
+/// pointed at it (`AWS_LAMBDA_RUNTIME_API`) and keeps what it answers. Further `/next` calls
+/// wait forever, as they do in a frozen Lambda sandbox.
+pub struct RuntimeApi {
+    pub address: SocketAddr,
+    response: Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<String>>>>,
+    task: JoinHandle<()>,
+}
+
+impl RuntimeApi {
+    pub async fn serving(event: Value) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (sender, receiver) = tokio::sync::oneshot::channel::<String>();
+        let sender = Arc::new(Mutex::new(Some(sender)));
+        let event = Arc::new(Mutex::new(Some(event.to_string())));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (sender, event) = (sender.clone(), event.clone());
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (sender, event) = (sender.clone(), event.clone());
+                            async move {
+                                let path = request.uri().path().to_owned();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                if path.ends_with("/invocation/next") {
+                                    let next = event.lock().unwrap().take();
+                                    let Some(next) = next else {
+                                        std::future::pending::<()>().await;
+                                        unreachable!()
+                                    };
+                                    let deadline = crate::time::unix_millis_now() + 30_000;
+                                    let response = hyper::Response::builder()
+                                        .header("lambda-runtime-aws-request-id", "req-1")
+                                        .header("lambda-runtime-deadline-ms", deadline.to_string())
+                                        .header(
+                                            "lambda-runtime-invoked-function-arn",
+                                            "arn:aws:lambda:us-east-1:123456789012:function:test",
+                                        )
+                                        .header(
+                                            "lambda-runtime-trace-id",
+                                            "Root=1-00000000-000000000000000000000000",
+                                        )
+                                        .body(Full::new(Bytes::from(next)))
+                                        .unwrap();
+                                    return Ok::<_, Infallible>(response);
+                                }
+                                if let Some(sender) = sender.lock().unwrap().take() {
+                                    let _ = sender.send(format!(
+                                        "{path}\n{}",
+                                        String::from_utf8_lossy(&body)
+                                    ));
+                                }
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                                Ok(response)
+                            }
+                        });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            address,
+            response: Arc::new(tokio::sync::Mutex::new(Some(receiver))),
+            task,
+        }
+    }
+
+    /// What the function posted for the invocation: the path it posted to (`.../response` or
+    /// `.../error`), a newline, and the body.
+    pub async fn answer(&self, wait: Duration) -> String {
+        let receiver = self.response.lock().await.take().unwrap();
+        tokio::time::timeout(wait, receiver).await.unwrap().unwrap()
+    }
+
+    /// The environment a Lambda sandbox gives a function, pointed at this API.
+    pub fn lambda_environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.address.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "test".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "stream".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "group".into()),
+        ]
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -82,8 +82,19 @@ fn with_body(status: StatusCode, body: Body) -> Response<Body> {
     response
 }
 
+/// Seconds a client is asked to wait before retrying a `503` (`Retry-After`, RFC 9110
+/// section 10.2.3): a dependency's throttling or outage is usually over by then.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 pub fn error_response(error: &ApiError) -> Response<Body> {
-    json_response(error.status(), &error.body())
+    let mut response = json_response(error.status(), &error.body());
+    if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            lambda_http::http::header::RETRY_AFTER,
+            lambda_http::http::HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 /// Turns a handler's result into the answer, whatever happened.

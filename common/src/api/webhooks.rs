@@ -49,7 +49,9 @@ pub async fn create_webhook(
                 updated_at: now,
                 secret_ciphertext,
             };
-            store.insert_endpoint(&endpoint).await?;
+            store
+                .insert_endpoint(&endpoint, config.max_endpoints_per_org)
+                .await?;
             tracing::info!(org_id = %endpoint.org_id, endpoint_id = %endpoint.id, "endpoint created");
             let mut view = endpoint.view();
             view.secret = Some(secret.expose());

@@ -43,7 +43,8 @@ pub struct QueueRecord {
 pub enum DeadLetterReason {
     /// Every attempt of the schedule failed.
     RetriesExhausted,
-    /// The queue message is not a delivery message; it can never be delivered.
+    /// The queue message is not a delivery message, or names no valid org; it can never be
+    /// delivered as it is.
     Unreadable,
     /// The endpoint's secret no longer decrypts; retrying will not help.
     SecretUnusable,
@@ -182,10 +183,10 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
                 log_done(&message, attempt, &outcome);
                 Settlement::Acknowledged
             }
-            Attempt::Unusable(error) => {
+            Attempt::Unusable(reason, error) => {
                 tracing::error!(message_id = %message.id, endpoint_id = %message.endpoint_id, %error, "dead-lettered: {error}");
                 let letter = DeadLetter {
-                    reason: DeadLetterReason::SecretUnusable,
+                    reason,
                     attempts: attempt,
                     last_status: None,
                     last_error: Some(error),
@@ -258,7 +259,11 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
 
     async fn attempt(&self, message: &DeliveryMessage) -> Attempt {
         let Some(org) = OrgId::parse(&message.org_id) else {
-            return Attempt::Done(Done::Dropped("the message names no valid org"));
+            // Not dropped: a producer bug must leave a trace an operator can replay from.
+            return Attempt::Unusable(
+                DeadLetterReason::Unreadable,
+                format!("the message names no valid org ({:?})", message.org_id),
+            );
         };
         let endpoint = match self.store.get_endpoint(&org, &message.endpoint_id).await {
             Ok(Some(endpoint)) => endpoint,
@@ -280,20 +285,28 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
             .await
         {
             Ok(secret) => secret,
-            Err(secrets::SecretError::Unusable(error)) => return Attempt::Unusable(error),
+            Err(secrets::SecretError::Unusable(error)) => {
+                return Attempt::Unusable(DeadLetterReason::SecretUnusable, error)
+            }
             Err(secrets::SecretError::Unavailable(error)) => return Attempt::failed(None, error),
         };
         let body = match message.payload() {
             Ok(body) => body,
             Err(error) => {
-                return Attempt::Unusable(format!("could not encode the payload: {error}"))
+                return Attempt::Unusable(
+                    DeadLetterReason::Unreadable,
+                    format!("could not encode the payload: {error}"),
+                )
             }
         };
         let timestamp = unix_seconds_now();
         let signature = match sign(&secret, message.id.as_str(), timestamp, &body) {
             Ok(signature) => signature,
             Err(error) => {
-                return Attempt::Unusable(format!("the stored secret is malformed: {error}"))
+                return Attempt::Unusable(
+                    DeadLetterReason::SecretUnusable,
+                    format!("the stored secret is malformed: {error}"),
+                )
             }
         };
         let outcome = self
@@ -349,8 +362,8 @@ enum Attempt {
         error: String,
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help.
-    Unusable(String),
+    /// Retrying cannot help: dead-lettered at once, for this reason.
+    Unusable(DeadLetterReason, String),
 }
 
 impl Attempt {

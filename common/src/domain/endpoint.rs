@@ -169,9 +169,87 @@ fn events_field(fields: &mut Fields, required: bool) -> Option<Vec<EventType>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
     use super::*;
+    use crate::domain::target::MAX_URL_LEN;
 
     const STRICT: TargetPolicy = TargetPolicy::STRICT;
+
+    #[test]
+    fn a_url_too_long_once_normalised_is_refused() {
+        // 2,042 characters as sent, about 12,000 once percent-encoded: it would be stored,
+        // then refused at every delivery by the same rule.
+        let url = format!("https://example.com/{}", "é".repeat(2042 - 20));
+        assert_eq!(url.chars().count(), 2042);
+        let body = json!({ "url": url, "events": ["booking.created"] }).to_string();
+        let errors = NewEndpoint::parse(body.as_bytes(), &STRICT).unwrap_err();
+        assert_eq!(fields_of(&errors), ["url"]);
+        assert!(errors[0].message.contains("normalisation"), "{errors:?}");
+        // Just under the limit once encoded: accepted, and stored within it.
+        let url = format!("https://example.com/{}", "é".repeat((MAX_URL_LEN - 20) / 6));
+        let body = json!({ "url": url, "events": ["booking.created"] }).to_string();
+        let stored = NewEndpoint::parse(body.as_bytes(), &STRICT).unwrap().url;
+        assert!(stored.len() <= MAX_URL_LEN);
+    }
+
+    /// Pieces that normalisation changes: non-ASCII, dots, case, percent signs, ports, IPv6.
+    fn url_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("é".to_owned()),
+            Just("/../".to_owned()),
+            Just("/./".to_owned()),
+            Just("%41".to_owned()),
+            Just("%zz".to_owned()),
+            Just("?q= a".to_owned()),
+            Just("#frag".to_owned()),
+            Just(":443".to_owned()),
+            Just("\\".to_owned()),
+            Just("\t".to_owned()),
+            "[a-zA-Z0-9]{0,8}",
+            any::<String>(),
+        ];
+        let scheme = prop_oneof![Just("https://"), Just("HTTPS://"), Just("http://")];
+        let host = prop_oneof![
+            Just("Example.COM"),
+            Just("bücher.example"),
+            Just("[2606:4700::1111]"),
+            Just("1.1.1.1"),
+            Just("hooks.example.com."),
+        ];
+        (
+            scheme,
+            host,
+            proptest::collection::vec(piece, 0..40),
+            0usize..400,
+        )
+            .prop_map(|(scheme, host, pieces, pad)| {
+                format!("{scheme}{host}/{}{}", pieces.concat(), "é".repeat(pad))
+            })
+    }
+
+    proptest! {
+        /// What the API stores passes the same validation again, unchanged.
+        #[test]
+        fn validation_is_idempotent(
+            url in url_like(),
+            description in any::<String>(),
+            relaxed in any::<bool>(),
+        ) {
+            let policy = if relaxed { TargetPolicy::LOCAL_DEVELOPMENT } else { STRICT };
+            let body = json!({ "url": url, "events": ["booking.created"], "description": description });
+            if let Ok(new) = NewEndpoint::parse(body.to_string().as_bytes(), &policy) {
+                prop_assert!(new.url.len() <= MAX_URL_LEN);
+                let again = json!({ "url": new.url, "events": new.events, "description": new.description });
+                let again = NewEndpoint::parse(again.to_string().as_bytes(), &policy);
+                prop_assert_eq!(again.as_ref(), Ok(&new));
+                let patch = json!({ "url": new.url, "description": new.description });
+                let patch = EndpointChanges::parse(patch.to_string().as_bytes(), &policy).unwrap();
+                prop_assert_eq!(patch.url.as_ref(), Some(&new.url));
+            }
+        }
+    }
 
     fn fields_of(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.field.as_str()).collect()

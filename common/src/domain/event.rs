@@ -91,6 +91,15 @@ impl Event {
     }
 }
 
+/// An event waiting in the outbox, as the relay sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEvent {
+    pub org: OrgId,
+    pub event: Event,
+    /// Relay runs that could not publish it so far; each sets it aside for longer.
+    pub relay_failures: u32,
+}
+
 /// One event for one endpoint: the body of a delivery queue message. Everything needed to
 /// deliver (or replay) it, and nothing secret.
 /// Unknown fields are ignored: during a deploy an older consumer may read a message written by

@@ -4,6 +4,7 @@ pub mod booking;
 pub mod endpoint;
 pub mod event;
 pub mod id;
+pub mod queue_body;
 pub mod retry;
 pub mod secret;
 pub mod signature;

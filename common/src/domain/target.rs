@@ -20,7 +20,7 @@ pub struct TargetPolicy {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("must be at most {MAX_URL_LEN} characters")]
+    #[error("must be at most {MAX_URL_LEN} characters, counted as stored: after normalisation, where each byte of a non-ASCII character is percent-encoded (3 characters) and a non-ASCII host is punycode")]
     TooLong,
     #[error("must be an absolute URL")]
     NotAbsolute,
@@ -48,12 +48,18 @@ impl TargetPolicy {
         allow_insecure: true,
     };
 
-    /// Checks a subscriber URL and returns it parsed.
+    /// Checks a subscriber URL and returns it parsed. The rules judge the normalised form
+    /// (`Url::as_str`), which is what is stored and dialled, so what passes once passes again:
+    /// `check_url(check_url(x)?.as_str())` gives the same URL.
     pub fn check_url(&self, text: &str) -> Result<Url, UrlError> {
+        // A cheap bound before parsing; normalisation rarely shortens a URL.
         if text.chars().count() > MAX_URL_LEN {
             return Err(UrlError::TooLong);
         }
         let url = Url::parse(text).map_err(|_| UrlError::NotAbsolute)?;
+        if url.as_str().len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure => {}

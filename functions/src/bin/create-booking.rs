@@ -4,11 +4,11 @@ use std::convert::Infallible;
 use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
 use common::api;
 use common::config::{required, ApiConfig, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
-use lambda_http::{run, service_fn, tracing, Error, Request};
+use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    common::telemetry::init_subscriber();
     let config = ApiConfig::from_source(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);

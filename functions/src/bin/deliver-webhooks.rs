@@ -7,11 +7,11 @@ use common::config::{
     TABLE_NAME,
 };
 use common::delivery::{Deliverer, SqsEvent};
-use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    common::telemetry::init_subscriber();
     let config = DeliveryConfig::from_source(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);

@@ -2,12 +2,12 @@
 use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
 use common::config::{relay_min_age, required, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
 use common::publish::relay_pending_events;
-use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    common::telemetry::init_subscriber();
     let min_age = relay_min_age(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);

@@ -522,3 +522,50 @@ async fn update_and_delete_change_what_they_say() {
     assert_eq!(api.get("org_rw", &id).await.0, 404);
     assert_eq!(api.delete("org_rw", &id).await.0, 404);
 }
+
+#[tokio::test]
+async fn an_org_at_its_endpoint_cap_gets_409_and_a_delete_makes_room() {
+    let mut api = Api::new().await;
+    api.config.max_endpoints_per_org = 2;
+    let first = api.create_ok("org_cap").await;
+    api.create_ok("org_cap").await;
+    let (status, body) = api
+        .create(
+            "org_cap",
+            json!({"url": "https://hooks.example.com/in", "events": ["booking.created"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("maximum of 2"),
+        "{body}"
+    );
+    // Another org is not affected.
+    api.create_ok("org_cap_other").await;
+
+    let request = ApiEvent::new("DELETE", "/webhooks/{id}", "/webhooks/x")
+        .org("org_cap")
+        .id(first["id"].as_str().unwrap())
+        .request();
+    let (status, _) = read_response(api::delete_webhook(&api.store, &api.config, request).await);
+    assert_eq!(status, 204);
+    api.create_ok("org_cap").await;
+}
+
+#[tokio::test]
+async fn a_503_says_when_to_retry() {
+    // A table that does not exist: the store is unavailable, which is not the client's fault.
+    let sdk = sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, "no-such-table");
+    let request = ApiEvent::new("GET", "/webhooks", "/webhooks")
+        .org("org_503")
+        .request();
+    let response = api::list_webhooks(&store, &api_config(TargetPolicy::STRICT), request).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers().get("retry-after").unwrap(),
+        &api::RETRY_AFTER_SECS.to_string()
+    );
+    let (_, body) = read_response(response);
+    assert_eq!(body["message"], "Service unavailable, try again");
+}

@@ -8,6 +8,7 @@ use common::adapters::embedded::LocalQueue;
 use common::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
 use common::domain::event::{DeliveryMessage, EventType};
 use common::domain::id::{EndpointId, MessageId};
+use common::domain::queue_body::{sqs_accepts, QueueBody};
 use common::ports::{DeliveryQueue, RetryControl};
 use common::testing::{create_queues, sdk_config};
 
@@ -88,7 +89,7 @@ impl SqsPair {
 }
 
 impl DeliveryQueue for SqsPair {
-    async fn enqueue(&self, bodies: &[String]) -> Result<Vec<usize>, common::error::QueueError> {
+    async fn enqueue(&self, bodies: &[QueueBody]) -> Result<Vec<usize>, common::error::QueueError> {
         self.producer.enqueue(bodies).await
     }
 }
@@ -139,10 +140,10 @@ impl TestQueue for SqsPair {
     }
 }
 
-fn encode(messages: &[DeliveryMessage]) -> Vec<String> {
+fn encode(messages: &[DeliveryMessage]) -> Vec<QueueBody> {
     messages
         .iter()
-        .map(|m| serde_json::to_string(m).unwrap())
+        .map(|m| QueueBody::encode(m).unwrap())
         .collect()
 }
 
@@ -245,8 +246,65 @@ async fn dead_letters_and_redrive_land_in_the_dead_letter_queue(
     assert_eq!(dead, expected);
 }
 
+/// Characters SQS refuses in a body (U+FFFF, U+FFFE, C0 controls): moto and a naive local
+/// queue take them, SQS does not. What was sent must be SQS-safe as it lies in the queue, and
+/// read back as the same data.
+async fn bodies_hold_only_what_sqs_accepts(queue: &impl TestQueue) {
+    const REFUSED_BY_SQS: &str = "notes \u{FFFF} \u{FFFE} \u{1} \u{1F} end";
+    let mut sent = message(9);
+    sent.data = serde_json::json!({ "notes": REFUSED_BY_SQS, "k\u{FFFF}": "v\u{0}" });
+    queue
+        .enqueue(&encode(std::slice::from_ref(&sent)))
+        .await
+        .unwrap();
+    let letter = DeadLetter {
+        reason: DeadLetterReason::RetriesExhausted,
+        attempts: 1,
+        last_status: None,
+        last_error: Some(REFUSED_BY_SQS.into()),
+        dead_lettered_at: "2030-01-01T00:00:00.000Z".into(),
+        message: Some(sent.clone()),
+        raw_body: None,
+    };
+    queue.dead_letter(&letter).await.unwrap();
+
+    let record = queue.receive(SOON).await.remove(0);
+    let raw = record.body.clone();
+    assert!(raw.chars().all(sqs_accepts), "raw body: {raw:?}");
+    assert_eq!(serde_json::from_str::<DeliveryMessage>(&raw).unwrap(), sent);
+    queue.delete(&record).await;
+    let dead = queue.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].chars().all(sqs_accepts),
+        "raw dead letter: {:?}",
+        dead[0]
+    );
+    assert_eq!(
+        serde_json::from_str::<DeadLetter>(&dead[0]).unwrap(),
+        letter
+    );
+}
+
+#[tokio::test]
+async fn the_local_queue_refuses_what_sqs_refuses() {
+    let queue = LocalQueue::new(Duration::from_secs(30), 3);
+    for refused in ["\u{FFFF}", "\u{FFFE}", "\u{0}", "\u{B}"] {
+        let error = queue.send(format!("{{\"n\":\"{refused}\"}}")).unwrap_err();
+        assert!(
+            error.to_string().contains("InvalidMessageContents"),
+            "{error}"
+        );
+    }
+    assert!(queue.is_empty().unwrap());
+    queue
+        .send("{\"n\":\"tab\tnewline\n\u{FFFD}\"}".into())
+        .unwrap();
+}
+
 #[tokio::test]
 async fn local_queue_passes_the_queue_contract() {
+    bodies_hold_only_what_sqs_accepts(&LocalQueue::new(Duration::from_secs(30), 3)).await;
     messages_arrive_once_with_a_receive_count(&LocalQueue::new(Duration::from_secs(30), 3)).await;
     a_delayed_retry_comes_back_later_with_a_higher_count(&LocalQueue::new(
         Duration::from_secs(30),
@@ -262,6 +320,7 @@ async fn local_queue_passes_the_queue_contract() {
 
 #[tokio::test]
 async fn sqs_queue_passes_the_queue_contract() {
+    bodies_hold_only_what_sqs_accepts(&SqsPair::new(3).await).await;
     messages_arrive_once_with_a_receive_count(&SqsPair::new(3).await).await;
     a_delayed_retry_comes_back_later_with_a_higher_count(&SqsPair::new(3).await).await;
     dead_letters_and_redrive_land_in_the_dead_letter_queue(&SqsPair::new(2).await, 2).await;

@@ -5,12 +5,15 @@ use std::collections::HashSet;
 use common::adapters::aws::DynamoStore;
 use common::adapters::embedded::MemoryStore;
 use common::domain::endpoint::{Endpoint, EndpointChanges};
-use common::domain::event::{Event, EventType};
-use common::domain::id::EndpointId;
+use common::domain::event::{Event, EventType, PendingEvent};
+use common::domain::id::{EndpointId, EventId};
 use common::domain::OrgId;
 use common::error::StoreError;
 use common::ports::{BookingStore, EndpointStore, EventOutbox};
 use common::testing::{create_table, sdk_config};
+
+/// A cap no contract test other than the cap's own reaches.
+const CAP: usize = 1000;
 
 pub fn org(name: &str) -> OrgId {
     OrgId::parse(name).unwrap()
@@ -33,13 +36,13 @@ pub fn endpoint(org_id: &OrgId, events: &[EventType]) -> Endpoint {
 async fn crud_is_scoped_to_the_org(store: &impl EndpointStore) {
     let (a, b) = (org("org_a"), org("org_b"));
     let mine = endpoint(&a, &[EventType::BookingCreated]);
-    store.insert_endpoint(&mine).await.unwrap();
+    store.insert_endpoint(&mine, CAP).await.unwrap();
     // The same item again (an SDK retry after a lost answer) is done; another under its id is not.
-    store.insert_endpoint(&mine).await.unwrap();
+    store.insert_endpoint(&mine, CAP).await.unwrap();
     let mut impostor = mine.clone();
     impostor.secret_ciphertext = vec![9, 9, 9];
     assert!(matches!(
-        store.insert_endpoint(&impostor).await,
+        store.insert_endpoint(&impostor, CAP).await,
         Err(StoreError::Conflict)
     ));
 
@@ -117,12 +120,12 @@ async fn pages_return_every_endpoint_once_and_only_the_orgs(store: &impl Endpoin
     let mut expected = Vec::new();
     for _ in 0..25 {
         let e = endpoint(&a, &[EventType::BookingCreated]);
-        store.insert_endpoint(&e).await.unwrap();
+        store.insert_endpoint(&e, CAP).await.unwrap();
         expected.push(e.id);
     }
     for _ in 0..3 {
         store
-            .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]))
+            .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), CAP)
             .await
             .unwrap();
     }
@@ -161,7 +164,7 @@ async fn subscribers_are_enabled_subscribed_endpoints_of_the_org(store: &impl En
     disabled.disabled = true;
     let foreign = endpoint(&b, &[EventType::BookingCreated]);
     for e in [&wanted, &other_type, &disabled, &foreign] {
-        store.insert_endpoint(e).await.unwrap();
+        store.insert_endpoint(e, CAP).await.unwrap();
     }
     let found = store
         .subscribers(&a, EventType::BookingCreated)
@@ -218,7 +221,7 @@ async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
     let pending = store.pending_events(now, 10).await.unwrap();
     let ids: Vec<_> = pending
         .iter()
-        .map(|(o, e)| (o.clone(), e.id.clone()))
+        .map(|p| (p.org.clone(), p.event.id.clone()))
         .collect();
     assert!(
         ids.contains(&(a.clone(), event.id.clone()))
@@ -229,15 +232,16 @@ async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
         !ids.iter().any(|(_, id)| *id == again.id),
         "a refused booking leaves no event behind"
     );
-    let mine = pending.iter().find(|(_, e)| e.id == event.id).unwrap();
-    assert_eq!(mine.1, event, "the event comes back whole");
+    let mine = pending.iter().find(|p| p.event.id == event.id).unwrap();
+    assert_eq!(mine.event, event, "the event comes back whole");
+    assert_eq!(mine.relay_failures, 0);
     assert!(
         store
             .pending_events(event.id.created_millis(), 10)
             .await
             .unwrap()
             .iter()
-            .all(|(_, e)| e.id != event.id),
+            .all(|p| p.event.id != event.id),
         "younger than the cutoff"
     );
     assert_eq!(
@@ -253,7 +257,7 @@ async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
             .await
             .unwrap()
             .iter()
-            .any(|(_, e)| e.id == event.id),
+            .any(|p| p.event.id == event.id),
         "another org cannot clear it"
     );
     store.clear_event(&a, &event.id).await.unwrap();
@@ -263,11 +267,97 @@ async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
         .await
         .unwrap()
         .iter()
-        .all(|(_, e)| e.id != event.id && e.id != later.id));
+        .all(|p| p.event.id != event.id && p.event.id != later.id));
+}
+
+async fn an_event_set_aside_comes_after_those_due_before_it(
+    store: &(impl BookingStore + EventOutbox),
+) {
+    let a = org("org_set_aside");
+    let poison = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    store.insert_booking(&a, &booking(), &poison).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let newer = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    store.insert_booking(&a, &booking(), &newer).await.unwrap();
+    let now = common::time::unix_millis_now() + 1;
+    let mine = |pending: Vec<PendingEvent>| -> Vec<(EventId, u32)> {
+        pending
+            .into_iter()
+            .filter(|p| p.org == a)
+            .map(|p| (p.event.id, p.relay_failures))
+            .collect()
+    };
+    assert_eq!(
+        mine(store.pending_events(now, 100).await.unwrap()),
+        [(poison.id.clone(), 0), (newer.id.clone(), 0)],
+        "creation order first"
+    );
+
+    // Another org cannot move it.
+    store
+        .set_aside_event(&org("org_other"), &poison.id, 1, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(mine(store.pending_events(now, 100).await.unwrap()).len(), 2);
+
+    store
+        .set_aside_event(&a, &poison.id, 1, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.pending_events(now, 100).await.unwrap()),
+        [(newer.id.clone(), 0)],
+        "not due before its new time"
+    );
+    assert_eq!(
+        mine(store.pending_events(now + 60_001, 100).await.unwrap()),
+        [(newer.id.clone(), 0), (poison.id.clone(), 1)],
+        "due again later, behind the newer event, with its failures counted"
+    );
+
+    // A cleared event stays cleared when a late set-aside names it.
+    store.clear_event(&a, &poison.id).await.unwrap();
+    store.set_aside_event(&a, &poison.id, 2, now).await.unwrap();
+    store.clear_event(&a, &newer.id).await.unwrap();
+    assert!(mine(store.pending_events(u64::MAX, 100).await.unwrap()).is_empty());
+}
+
+async fn an_org_cannot_pass_its_endpoint_cap(store: &impl EndpointStore) {
+    let (a, b) = (org("org_capped"), org("org_capped_other"));
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let e = endpoint(&a, &[EventType::BookingCreated]);
+        store.insert_endpoint(&e, 3).await.unwrap();
+        kept.push(e);
+    }
+    let fourth = endpoint(&a, &[EventType::BookingCreated]);
+    assert!(matches!(
+        store.insert_endpoint(&fourth, 3).await,
+        Err(StoreError::LimitReached(3))
+    ));
+    assert_eq!(store.get_endpoint(&a, &fourth.id).await.unwrap(), None);
+    // Another org has its own count.
+    store
+        .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), 3)
+        .await
+        .unwrap();
+    // A delete makes room; deleting twice or another org's endpoint does not.
+    assert!(store.delete_endpoint(&a, &kept[0].id).await.unwrap());
+    assert!(!store.delete_endpoint(&a, &kept[0].id).await.unwrap());
+    assert!(!store.delete_endpoint(&b, &kept[1].id).await.unwrap());
+    store.insert_endpoint(&fourth, 3).await.unwrap();
+    assert!(matches!(
+        store
+            .insert_endpoint(&endpoint(&a, &[EventType::BookingCreated]), 3)
+            .await,
+        Err(StoreError::LimitReached(3))
+    ));
 }
 
 async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox)) {
     crud_is_scoped_to_the_org(store).await;
+    an_org_cannot_pass_its_endpoint_cap(store).await;
+    an_event_set_aside_comes_after_those_due_before_it(store).await;
     pages_return_every_endpoint_once_and_only_the_orgs(store).await;
     subscribers_are_enabled_subscribed_endpoints_of_the_org(store).await;
     a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(store).await;
@@ -276,6 +366,30 @@ async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox)) {
 #[tokio::test]
 async fn memory_store_passes_the_store_contract() {
     suite(&MemoryStore::new()).await;
+}
+
+/// Concurrent creates cannot pass the cap together. Only on the embedded store: moto answers
+/// concurrent transactions with server errors, and on DynamoDB the guarantee is the count
+/// item's condition inside the create's transaction, which the sequential suite exercises.
+#[tokio::test]
+async fn memory_store_concurrent_creates_cannot_pass_the_cap() {
+    let store = MemoryStore::new();
+    let c = org("org_capped_race");
+    let racers: Vec<Endpoint> = (0..8)
+        .map(|_| endpoint(&c, &[EventType::BookingCreated]))
+        .collect();
+    let results =
+        futures_util::future::join_all(racers.iter().map(|e| store.insert_endpoint(e, 5))).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        5,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(()) | Err(StoreError::LimitReached(5)))));
+    let page = store.list_endpoints(&c, 100, None).await.unwrap();
+    assert_eq!(page.endpoints.len(), 5);
 }
 
 #[tokio::test]
@@ -305,7 +419,7 @@ async fn dynamodb_subscribers_read_every_page() {
         if i % 20 == 0 {
             wanted.push(e.id.clone());
         }
-        store.insert_endpoint(&e).await.unwrap();
+        store.insert_endpoint(&e, CAP).await.unwrap();
     }
     assert_eq!(
         store
@@ -314,4 +428,31 @@ async fn dynamodb_subscribers_read_every_page() {
             .unwrap(),
         wanted
     );
+}
+
+#[tokio::test]
+async fn dynamodb_listing_reads_on_past_a_short_page() {
+    // DynamoDB may end a query page early (1 MB per call); with 4-item query pages every API
+    // page spans several, and none may end the listing early.
+    let sdk = sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, create_table(&sdk).await).with_scan_page_size(4);
+    let a = org("org_short_pages");
+    let mut ids = Vec::new();
+    for _ in 0..23 {
+        let e = endpoint(&a, &[EventType::BookingCreated]);
+        store.insert_endpoint(&e, CAP).await.unwrap();
+        ids.push(e.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_endpoints(&a, 10, after.as_ref()).await.unwrap();
+        assert!(page.endpoints.len() == 10 || page.next_after.is_none());
+        seen.extend(page.endpoints.into_iter().map(|e| e.id));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
 }

@@ -8,5 +8,6 @@ mod contract_queue;
 mod contract_store;
 mod events;
 mod local_runner;
+mod logs;
 mod pipeline;
 mod template;

@@ -13,8 +13,10 @@ use common::delivery::{DeadLetter, DeadLetterReason, Deliverer};
 use common::domain::event::EventType;
 use common::domain::id::EndpointId;
 use common::domain::target::TargetPolicy;
-use common::ports::{EndpointStore, EventOutbox, SecretCipher, SecretContext};
-use common::publish::{publish_event, relay_pending_events};
+use common::ports::{
+    BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher, SecretContext,
+};
+use common::publish::{publish_event, relay_pending_events, RELAY_BATCH};
 use common::testing::{
     api_config, create_key, create_table, read_response, sdk_config, seed_endpoint,
     verify_with_standardwebhooks, ApiEvent, Reply, Sink,
@@ -526,7 +528,7 @@ async fn a_published_booking_leaves_nothing_in_the_outbox_and_replays_keep_messa
         .await
         .unwrap()
         .iter()
-        .all(|(o, _)| o.as_str() != "org_clean"));
+        .all(|p| p.org.as_str() != "org_clean"));
 
     let event =
         common::domain::event::Event::new(EventType::BookingCreated, json!({"n": 1})).unwrap();
@@ -838,7 +840,7 @@ async fn a_secret_that_no_longer_decrypts_is_dead_lettered_at_once() {
         .delete_endpoint(&org_id, &tampered.id)
         .await
         .unwrap();
-    world.store.insert_endpoint(&tampered).await.unwrap();
+    world.store.insert_endpoint(&tampered, 100).await.unwrap();
 
     world
         .post_booking("org_tamper", &world.queue.producer)
@@ -892,4 +894,166 @@ async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> Str
         } => error,
         other => panic!("{url}: expected a failure without a status, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_booking_holding_characters_sqs_refuses_is_delivered_intact() {
+    // U+FFFF, U+FFFE and a raw control character: SQS refuses a body that holds them raw (moto
+    // does not), so the raw bodies on the queue are checked character by character.
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(200).await;
+    let (_, secret) = world
+        .create_endpoint("org_chars", &sink.url(), &["booking.created"])
+        .await;
+    let notes = "allergies: \u{FFFF}\u{FFFE}\u{7}\u{1F} ok";
+    let request = ApiEvent::new("POST", "/bookings", "/bookings")
+        .org("org_chars")
+        .json(&json!({
+            "customerName": "Ada \u{FFFE}", "customerEmail": "ada@example.com",
+            "startTime": "2030-05-01T10:00:00Z", "endTime": "2030-05-01T11:00:00Z", "notes": notes
+        }))
+        .request();
+    let (status, body) = read_response(
+        api::create_booking(
+            &world.store,
+            &world.queue.producer,
+            &api_config(LOCAL),
+            request,
+        )
+        .await,
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let event = world.receive_event(Duration::from_secs(3)).await;
+    assert_eq!(event.records.len(), 1);
+    let raw = event.records[0].body.clone().unwrap();
+    assert!(
+        raw.chars().all(common::domain::queue_body::sqs_accepts),
+        "{raw:?}"
+    );
+    let response = world
+        .deliverer
+        .handle_sqs_event(&world.queue.control, event)
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(verify_with_standardwebhooks(&secret, &received[0]));
+    let payload: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(payload["data"]["booking"]["notes"], notes);
+    assert_eq!(payload["data"]["booking"]["customerName"], "Ada \u{FFFE}");
+}
+
+/// A queue that refuses every message for one org, as SQS refused the bodies of a tenant's
+/// poisonous events: publishing that org's events always fails.
+struct RefusingQueue<'a> {
+    inner: &'a SqsDeliveryQueue,
+    refused_org: &'static str,
+}
+
+impl DeliveryQueue for RefusingQueue<'_> {
+    async fn enqueue(
+        &self,
+        bodies: &[common::domain::queue_body::QueueBody],
+    ) -> Result<Vec<usize>, common::error::QueueError> {
+        let marker = format!("\"orgId\":\"{}\"", self.refused_org);
+        if bodies.iter().any(|b| b.as_str().contains(&marker)) {
+            return Err(common::error::QueueError::Unavailable(
+                "InvalidMessageContents".into(),
+            ));
+        }
+        self.inner.enqueue(bodies).await
+    }
+}
+
+#[tokio::test]
+async fn events_that_keep_failing_are_set_aside_and_a_backlog_drains_in_one_run() {
+    let world = World::new(LOCAL, "30s").await;
+    let sink = Sink::always(200).await;
+    world
+        .create_endpoint("org_poison", &sink.url(), &["booking.created"])
+        .await;
+    world
+        .create_endpoint("org_fine", &sink.url(), &["booking.created"])
+        .await;
+    // More poisonous events than one outbox read takes, all older than the good ones, and
+    // more good ones than one read takes too.
+    let poisonous = RELAY_BATCH + 20;
+    let good = RELAY_BATCH + 30;
+    let insert = |org_name: &'static str| {
+        let store = &world.store;
+        async move {
+            let booking = crate::contract_store::booking();
+            let event = common::domain::event::Event::new(
+                EventType::BookingCreated,
+                json!({ "booking": &booking }),
+            )
+            .unwrap();
+            store
+                .insert_booking(&org(org_name), &booking, &event)
+                .await
+                .unwrap();
+        }
+    };
+    for _ in 0..poisonous {
+        insert("org_poison").await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..good {
+        insert("org_fine").await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let queue = RefusingQueue {
+        inner: &world.queue.producer,
+        refused_org: "org_poison",
+    };
+    let report = relay_pending_events(&world.store, &queue, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.published, report.failed, report.out_of_time),
+        (good, poisonous, false),
+        "every good event is published in one run, past the failing ones"
+    );
+    let pending = world.store.pending_events(u64::MAX, 1000).await.unwrap();
+    assert_eq!(pending.len(), poisonous);
+    assert!(pending
+        .iter()
+        .all(|p| p.org.as_str() == "org_poison" && p.relay_failures == 1));
+
+    // Set aside: the next run does not take them again before their backoff.
+    let again = relay_pending_events(&world.store, &queue, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((again.published, again.failed), (0, 0));
+}
+
+#[tokio::test]
+async fn a_message_naming_no_valid_org_is_dead_lettered_not_dropped() {
+    let world = World::new(LOCAL, "30s").await;
+    let mut message = common::domain::event::Event::new(EventType::BookingCreated, json!({}))
+        .unwrap()
+        .message_for(&org("org_x"), EndpointId::generate().unwrap());
+    message.org_id = "org#with-a-separator".into();
+    world
+        .queue
+        .producer
+        .enqueue(&[common::domain::queue_body::QueueBody::encode(&message).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(3)).await,
+        (1, vec![]),
+        "settled at once"
+    );
+    let letters = world.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, DeadLetterReason::Unreadable);
+    assert_eq!(letters[0].message.as_ref(), Some(&message));
+    assert!(letters[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no valid org"));
 }

@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, Delete, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use futures_util::future::join_all;
@@ -17,8 +17,8 @@ use futures_util::future::join_all;
 use super::describe;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::{Event, EventType};
-use crate::domain::id::{BookingId, EndpointId, EventId};
+use crate::domain::event::{Event, EventType, PendingEvent};
+use crate::domain::id::{fill_random, BookingId, EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
@@ -38,8 +38,9 @@ pub struct DynamoStore {
     scan_page_size: i32,
 }
 
-/// Bounds the memory and time of one page when an org has many endpoints.
-const DEFAULT_SCAN_PAGE_SIZE: i32 = 100;
+/// Bounds the memory and time of one query page: a whole API page and the one item that tells
+/// whether another follows.
+const DEFAULT_SCAN_PAGE_SIZE: i32 = MAX_PAGE_SIZE as i32 + 1;
 
 impl DynamoStore {
     pub fn from_sdk_config(sdk: &super::SdkConfig, table: impl Into<String>) -> Self {
@@ -54,7 +55,8 @@ impl DynamoStore {
         }
     }
 
-    /// Changes how many items one subscriber query page reads.
+    /// Changes how many items one query page reads (listing and subscribers); tests use a
+    /// small one to make every read span several DynamoDB pages.
     pub fn with_scan_page_size(mut self, items: i32) -> Self {
         self.scan_page_size = items.max(1);
         self
@@ -74,6 +76,24 @@ fn endpoint_key(org: &OrgId, id: &EndpointId) -> Item {
         ("PK".to_owned(), partition(org)),
         ("SK".to_owned(), s(format!("{ENDPOINT_PREFIX}{id}"))),
     ])
+}
+
+/// The org's endpoint count, kept by create and delete in the same transaction as the endpoint.
+/// Its sort key shares no prefix with an item kind, so no listing ever reads it.
+fn endpoint_count_key(org: &OrgId) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        ("SK".to_owned(), s("COUNT#endpoints")),
+    ])
+}
+
+const ENDPOINT_COUNT: &str = "endpointCount";
+
+/// A fresh idempotency token for one transaction (DynamoDB takes 1 to 36 characters).
+fn request_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    fill_random(&mut bytes).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn unavailable(error: impl std::error::Error) -> StoreError {
@@ -150,35 +170,70 @@ fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
 }
 
 impl EndpointStore for DynamoStore {
-    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
+    async fn insert_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        max_per_org: usize,
+    ) -> Result<(), StoreError> {
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(endpoint_item(endpoint)))
             .condition_expression("attribute_not_exists(PK)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_count_key(&endpoint.org_id)))
+            .update_expression("ADD #count :one")
+            .condition_expression("attribute_not_exists(#count) OR #count < :max")
+            .expression_attribute_names("#count", ENDPOINT_COUNT)
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":max", AttributeValue::N(max_per_org.to_string()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            // The SDK's own retry of a transaction that did commit is then a success, not a
+            // failed condition (DynamoDB remembers the token for 10 minutes); a new id is
+            // generated for every create.
+            .client_request_token(endpoint.id.as_str())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match e.into_service_error() {
-                // The SDK retried a put whose first try was stored but whose answer was lost:
-                // the item holding our own secret ciphertext is ours, not a conflict.
-                PutItemError::ConditionalCheckFailedException(failed) => {
-                    let stored = failed
-                        .item()
-                        .and_then(|item| item.get("secret"))
-                        .and_then(|v| v.as_b().ok());
-                    if stored.is_some_and(|b| b.as_ref() == endpoint.secret_ciphertext.as_slice()) {
-                        Ok(())
-                    } else {
-                        Err(StoreError::Conflict)
-                    }
-                }
-                other => Err(unavailable(other)),
-            },
+        let error = match result {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        else {
+            return Err(unavailable(error));
+        };
+        let failed = |reason: Option<&CancellationReason>| {
+            reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+        };
+        let reasons = cancelled.cancellation_reasons();
+        if failed(reasons.first()) {
+            // A retried create whose first try was stored but whose answer was lost: the item
+            // holding our own secret ciphertext is ours, not a conflict.
+            let stored = reasons
+                .first()
+                .and_then(|r| r.item())
+                .and_then(|item| item.get("secret"))
+                .and_then(|v| v.as_b().ok());
+            return if stored.is_some_and(|b| b.as_ref() == endpoint.secret_ciphertext.as_slice()) {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict)
+            };
         }
+        if failed(reasons.get(1)) {
+            return Err(StoreError::LimitReached(max_per_org));
+        }
+        Err(unavailable(error))
     }
 
     async fn get_endpoint(
@@ -206,23 +261,32 @@ impl EndpointStore for DynamoStore {
     ) -> Result<EndpointPage, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         // One more than asked tells whether another page follows, without an empty last page.
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
-            .expression_attribute_values(":pk", partition(org))
-            .expression_attribute_values(":prefix", s(ENDPOINT_PREFIX))
-            .set_exclusive_start_key(after.map(|id| endpoint_key(org, id)))
-            .limit(limit as i32 + 1)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let mut endpoints = output
-            .items()
-            .iter()
-            .map(endpoint_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        // A query page can stop short of its Limit (DynamoDB reads at most 1 MB per call), so
+        // read on from LastEvaluatedKey until the page is full or the org has no more.
+        let mut endpoints = Vec::with_capacity(limit + 1);
+        let mut start = after.map(|id| endpoint_key(org, id));
+        loop {
+            let wanted = i32::try_from(limit + 1 - endpoints.len()).unwrap_or(i32::MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                .expression_attribute_values(":pk", partition(org))
+                .expression_attribute_values(":prefix", s(ENDPOINT_PREFIX))
+                .set_exclusive_start_key(start.take())
+                .limit(wanted.min(self.scan_page_size))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items() {
+                endpoints.push(endpoint_from_item(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && endpoints.len() <= limit => start = Some(key),
+                _ => break,
+            }
+        }
         let next_after = if endpoints.len() > limit {
             endpoints.truncate(limit);
             endpoints.last().map(|e| e.id.clone())
@@ -295,23 +359,45 @@ impl EndpointStore for DynamoStore {
     }
 
     async fn delete_endpoint(&self, org: &OrgId, id: &EndpointId) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .delete_item()
+        let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(endpoint_key(org, id)))
             .condition_expression("attribute_exists(PK)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_count_key(org)))
+            .update_expression("ADD #count :minus_one")
+            .expression_attribute_names("#count", ENDPOINT_COUNT)
+            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            // One token per call: the SDK's retry of a delete that happened but whose answer
+            // was lost is then a success, not a failed condition (a 404 for a delete that
+            // happened); a new DELETE request is a new call, and gets its own 404.
+            .client_request_token(request_token()?)
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(false)
+                }
+                _ => Err(unavailable(e)),
+            },
         }
     }
 
@@ -425,6 +511,8 @@ fn event_item(org: &OrgId, event: &Event) -> Result<Item, StoreError> {
             "outbox".to_owned(),
             s(outbox_shard_key(outbox_shard(&event.id))),
         ),
+        // The outbox index's sort key: when the event is due for the relay. Its creation
+        // first; a failed relay moves it later (`set_aside_event`).
         (
             "pendingSince".to_owned(),
             AttributeValue::N(event.id.created_millis().to_string()),
@@ -435,6 +523,27 @@ fn event_item(org: &OrgId, event: &Event) -> Result<Item, StoreError> {
         ),
     ]);
     Ok(item)
+}
+
+fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A pending event and when it is due.
+fn pending_from_item(item: &Item) -> Result<(u64, PendingEvent), StoreError> {
+    let (org, event) = event_from_item(item)?;
+    let due = number(item, "pendingSince")
+        .ok_or_else(|| StoreError::Corrupt("attribute pendingSince is missing".into()))?;
+    Ok((
+        due,
+        PendingEvent {
+            org,
+            event,
+            relay_failures: number(item, "relayFailures").unwrap_or(0),
+        },
+    ))
 }
 
 fn event_from_item(item: &Item) -> Result<(OrgId, Event), StoreError> {
@@ -504,9 +613,9 @@ impl BookingStore for DynamoStore {
 impl EventOutbox for DynamoStore {
     async fn pending_events(
         &self,
-        created_before_millis: u64,
+        due_before_millis: u64,
         limit: usize,
-    ) -> Result<Vec<(OrgId, Event)>, StoreError> {
+    ) -> Result<Vec<PendingEvent>, StoreError> {
         let limit = limit.max(1);
         let queries = (0..OUTBOX_SHARDS).map(|shard| {
             self.client
@@ -517,7 +626,7 @@ impl EventOutbox for DynamoStore {
                 .expression_attribute_values(":shard", s(outbox_shard_key(shard)))
                 .expression_attribute_values(
                     ":cutoff",
-                    AttributeValue::N(created_before_millis.to_string()),
+                    AttributeValue::N(due_before_millis.to_string()),
                 )
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX))
                 .send()
@@ -526,16 +635,47 @@ impl EventOutbox for DynamoStore {
         for output in join_all(queries).await {
             for item in output.map_err(unavailable)?.items() {
                 // One unreadable item must not stall the relay for every tenant.
-                match event_from_item(item) {
+                match pending_from_item(item) {
                     Ok(event) => pending.push(event),
                     Err(error) => tracing::error!(%error, "skipping an unreadable outbox item"),
                 }
             }
         }
-        // Oldest first across shards: event ids sort by creation time.
-        pending.sort_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+        // Earliest due first across shards.
+        pending.sort_by(|(a_due, a), (b_due, b)| (a_due, &a.event.id).cmp(&(b_due, &b.event.id)));
         pending.truncate(limit);
-        Ok(pending)
+        Ok(pending.into_iter().map(|(_, event)| event).collect())
+    }
+
+    async fn set_aside_event(
+        &self,
+        org: &OrgId,
+        id: &EventId,
+        relay_failures: u32,
+        due_at_millis: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(org, id)))
+            .update_expression("SET pendingSince = :due, relayFailures = :failures")
+            // A cleared event must stay cleared, not come back as a stub.
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":due", AttributeValue::N(due_at_millis.to_string()))
+            .expression_attribute_values(":failures", AttributeValue::N(relay_failures.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {

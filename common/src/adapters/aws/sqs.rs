@@ -8,6 +8,7 @@ use aws_sdk_sqs::Client;
 
 use super::describe;
 use crate::delivery::{DeadLetter, QueueRecord};
+use crate::domain::queue_body::QueueBody;
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
 
@@ -35,7 +36,7 @@ impl SqsDeliveryQueue {
 }
 
 impl DeliveryQueue for SqsDeliveryQueue {
-    async fn enqueue(&self, bodies: &[String]) -> Result<Vec<usize>, QueueError> {
+    async fn enqueue(&self, bodies: &[QueueBody]) -> Result<Vec<usize>, QueueError> {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
@@ -50,7 +51,7 @@ impl DeliveryQueue for SqsDeliveryQueue {
             .map(|(index, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
-                    .message_body(body)
+                    .message_body(body.as_str())
                     .build()
                     .map_err(|e| QueueError::Encoding(e.to_string()))
             })
@@ -122,12 +123,11 @@ impl RetryControl for SqsRetryControl {
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
-        let body =
-            serde_json::to_string(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        let body = QueueBody::encode(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
         self.client
             .send_message()
             .queue_url(&self.dead_letter_queue_url)
-            .message_body(body)
+            .message_body(body.into_string())
             .send()
             .await
             .map_err(unavailable)?;

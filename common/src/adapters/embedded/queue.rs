@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::delivery::{DeadLetter, QueueRecord};
+use crate::domain::queue_body::{sqs_accepts, QueueBody};
 use crate::error::QueueError;
 use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
 
@@ -47,6 +48,18 @@ impl From<ReceivedMessage> for QueueRecord {
     }
 }
 
+/// SQS's `InvalidMessageContents`: the local queue refuses what the real one refuses, so a
+/// body that would fail on AWS fails here too.
+fn refuse_what_sqs_refuses(body: &str) -> Result<(), QueueError> {
+    match body.chars().find(|c| !sqs_accepts(*c)) {
+        Some(c) => Err(QueueError::Encoding(format!(
+            "InvalidMessageContents: the body holds U+{:04X}, which SQS refuses",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub struct LocalQueue {
     state: Mutex<State>,
     changed: Notify,
@@ -70,7 +83,9 @@ impl LocalQueue {
         }
     }
 
+    /// Sends a body; refuses, as SQS does, one holding a character SQS does not accept.
     pub fn send(&self, body: String) -> Result<String, QueueError> {
+        refuse_what_sqs_refuses(&body)?;
         let mut state = self.state.lock().map_err(poisoned)?;
         state.sequence += 1;
         let message_id = format!("local-{:08}", state.sequence);
@@ -179,14 +194,14 @@ impl LocalQueue {
 }
 
 impl DeliveryQueue for LocalQueue {
-    async fn enqueue(&self, bodies: &[String]) -> Result<Vec<usize>, QueueError> {
+    async fn enqueue(&self, bodies: &[QueueBody]) -> Result<Vec<usize>, QueueError> {
         if bodies.len() > MAX_ENQUEUE_BATCH {
             return Err(QueueError::Encoding(format!(
                 "at most {MAX_ENQUEUE_BATCH} messages per batch"
             )));
         }
         for body in bodies {
-            self.send(body.clone())?;
+            self.send(body.as_str().to_owned())?;
         }
         Ok(Vec::new())
     }
@@ -198,9 +213,12 @@ impl RetryControl for LocalQueue {
     }
 
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
-        let body =
-            serde_json::to_string(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
-        self.state.lock().map_err(poisoned)?.dead_letters.push(body);
+        let body = QueueBody::encode(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
+        self.state
+            .lock()
+            .map_err(poisoned)?
+            .dead_letters
+            .push(body.into_string());
         Ok(())
     }
 }

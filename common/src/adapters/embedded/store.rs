@@ -1,19 +1,23 @@
 //! An in-memory endpoint and booking store with the same semantics as the DynamoDB one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::poisoned;
 use crate::domain::booking::Booking;
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
-use crate::domain::event::{Event, EventType};
+use crate::domain::event::{Event, EventType, PendingEvent};
 use crate::domain::id::{BookingId, EndpointId, EventId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
 
-/// Pending events by (creation millis, id), each with its org.
-type Outbox = BTreeMap<(u64, EventId), (OrgId, Event)>;
+/// Pending events by (due millis, id), like the table's sparse index, and when each is due.
+#[derive(Default)]
+struct Outbox {
+    by_due: BTreeMap<(u64, EventId), PendingEvent>,
+    due_of: HashMap<EventId, u64>,
+}
 
 /// Items keyed by (org, id), like the table's partition and sort key. Clones share the items,
 /// so the API and the delivery worker of the local runner see one store.
@@ -21,7 +25,6 @@ type Outbox = BTreeMap<(u64, EventId), (OrgId, Event)>;
 pub struct MemoryStore {
     endpoints: Arc<Mutex<BTreeMap<(OrgId, EndpointId), Endpoint>>>,
     bookings: Arc<Mutex<BTreeMap<(OrgId, BookingId), Booking>>>,
-    /// The outbox, keyed like the table's sparse index: creation time first.
     events: Arc<Mutex<Outbox>>,
 }
 
@@ -32,13 +35,25 @@ impl MemoryStore {
 }
 
 impl EndpointStore for MemoryStore {
-    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+    async fn insert_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        max_per_org: usize,
+    ) -> Result<(), StoreError> {
         let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
         let key = (endpoint.org_id.clone(), endpoint.id.clone());
         match endpoints.get(&key) {
             // As DynamoStore: the same item again is a retried insert, not a conflict.
             Some(stored) if stored.secret_ciphertext == endpoint.secret_ciphertext => Ok(()),
             Some(_) => Err(StoreError::Conflict),
+            None if endpoints
+                .keys()
+                .filter(|(org, _)| org == &endpoint.org_id)
+                .count()
+                >= max_per_org =>
+            {
+                Err(StoreError::LimitReached(max_per_org))
+            }
             None => {
                 endpoints.insert(key, endpoint.clone());
                 Ok(())
@@ -134,14 +149,22 @@ impl BookingStore for MemoryStore {
     ) -> Result<(), StoreError> {
         // Both locks are held together, so the two writes are one, as in a transaction.
         let mut bookings = self.bookings.lock().map_err(poisoned)?;
-        let mut events = self.events.lock().map_err(poisoned)?;
+        let mut outbox = self.events.lock().map_err(poisoned)?;
         let key = (org.clone(), booking.id.clone());
-        let event_key = (event.id.created_millis(), event.id.clone());
-        if bookings.contains_key(&key) || events.contains_key(&event_key) {
+        if bookings.contains_key(&key) || outbox.due_of.contains_key(&event.id) {
             return Err(StoreError::Conflict);
         }
         bookings.insert(key, booking.clone());
-        events.insert(event_key, (org.clone(), event.clone()));
+        let due = event.id.created_millis();
+        outbox.due_of.insert(event.id.clone(), due);
+        outbox.by_due.insert(
+            (due, event.id.clone()),
+            PendingEvent {
+                org: org.clone(),
+                event: event.clone(),
+                relay_failures: 0,
+            },
+        );
         Ok(())
     }
 }
@@ -149,25 +172,54 @@ impl BookingStore for MemoryStore {
 impl EventOutbox for MemoryStore {
     async fn pending_events(
         &self,
-        created_before_millis: u64,
+        due_before_millis: u64,
         limit: usize,
-    ) -> Result<Vec<(OrgId, Event)>, StoreError> {
-        let events = self.events.lock().map_err(poisoned)?;
-        Ok(events
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        let outbox = self.events.lock().map_err(poisoned)?;
+        Ok(outbox
+            .by_due
             .iter()
-            .take_while(|((created, _), _)| *created < created_before_millis)
+            .take_while(|((due, _), _)| *due < due_before_millis)
             .take(limit)
             .map(|(_, pending)| pending.clone())
             .collect())
     }
 
+    async fn set_aside_event(
+        &self,
+        org: &OrgId,
+        id: &EventId,
+        relay_failures: u32,
+        due_at_millis: u64,
+    ) -> Result<(), StoreError> {
+        let mut outbox = self.events.lock().map_err(poisoned)?;
+        let Some(due) = outbox.due_of.get(id).copied() else {
+            return Ok(());
+        };
+        let key = (due, id.clone());
+        if outbox.by_due.get(&key).is_none_or(|p| &p.org != org) {
+            return Ok(());
+        }
+        if let Some(mut pending) = outbox.by_due.remove(&key) {
+            pending.relay_failures = relay_failures;
+            outbox.due_of.insert(id.clone(), due_at_millis);
+            outbox.by_due.insert((due_at_millis, id.clone()), pending);
+        }
+        Ok(())
+    }
+
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
-        let mut events = self.events.lock().map_err(poisoned)?;
-        if events
-            .get(&(id.created_millis(), id.clone()))
-            .is_some_and(|(owner, _)| owner == org)
+        let mut outbox = self.events.lock().map_err(poisoned)?;
+        let Some(due) = outbox.due_of.get(id).copied() else {
+            return Ok(());
+        };
+        if outbox
+            .by_due
+            .get(&(due, id.clone()))
+            .is_some_and(|p| &p.org == org)
         {
-            events.remove(&(id.created_millis(), id.clone()));
+            outbox.by_due.remove(&(due, id.clone()));
+            outbox.due_of.remove(id);
         }
         Ok(())
     }

@@ -1,0 +1,90 @@
+//! No log level prints a secret or a token: a Lambda binary run at TRACE against moto.
+
+use std::process::Stdio;
+
+use base64::Engine;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+use common::testing::{aws_endpoint, create_key, create_table, sdk_config, RuntimeApi};
+use serde_json::{json, Value};
+
+/// A bearer token as API Gateway passes it on (the authorizer has verified it already).
+const BEARER: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJvcmdfaWQiOiJvcmdfZGVtbyJ9.c2lnbmF0dXJlLXRoYXQtbXVzdC1ub3QtbGVhaw";
+
+#[tokio::test]
+async fn create_webhook_at_trace_logs_neither_the_secret_nor_the_token() {
+    let sdk = sdk_config().await;
+    let (table, key) = (create_table(&sdk).await, create_key(&sdk).await);
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../../events/create-webhook.json")).unwrap();
+    event["headers"]["authorization"] = json!(format!("Bearer {BEARER}"));
+    let runtime = RuntimeApi::serving(event).await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_create-webhook"))
+        .envs(runtime.lambda_environment())
+        .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
+        .env("RUST_LOG", "trace")
+        .env("TABLE_NAME", &table)
+        .env("KMS_KEY_ID", &key)
+        .env("AWS_ENDPOINT_URL", aws_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read as it is written: a full pipe would block the function mid-log.
+    let read_all = |mut pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text).await;
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let answer = runtime.answer(Duration::from_secs(30)).await;
+    // Let the last log lines of the invocation out before stopping the process.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().await.unwrap();
+    let logs = format!("{}{}", stdout.await.unwrap(), stderr.await.unwrap());
+
+    let (path, body) = answer.split_once('\n').unwrap();
+    assert!(path.ends_with("/response"), "{answer}");
+    let response: Value = serde_json::from_str(body).unwrap();
+    let created: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    let secret = created["endpoint"]["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"), "{created}");
+
+    assert!(
+        logs.contains("endpoint created"),
+        "the logs were captured: {logs}"
+    );
+    // The KMS Encrypt request carries the plaintext base64-encoded.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+    for (what, needle) in [
+        ("the secret", secret),
+        (
+            "the secret's key bytes",
+            secret.trim_start_matches("whsec_"),
+        ),
+        (
+            "the secret as KMS is sent it",
+            encoded.trim_end_matches('='),
+        ),
+        ("the bearer token", BEARER),
+    ] {
+        assert!(
+            !logs.contains(needle),
+            "{what} is in the logs at TRACE:\n{}",
+            logs.lines()
+                .filter(|l| l.contains(needle))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
