@@ -88,3 +88,87 @@ async fn create_webhook_at_trace_logs_neither_the_secret_nor_the_token() {
         );
     }
 }
+
+/// Collects what a subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuses every message, as SQS refuses a poisonous body.
+struct RefusingQueue;
+
+impl common::ports::DeliveryQueue for RefusingQueue {
+    async fn enqueue(
+        &self,
+        _: &[common::domain::queue_body::QueueBody],
+    ) -> Result<Vec<usize>, common::error::QueueError> {
+        Err(common::error::QueueError::Unavailable(
+            "InvalidMessageContents".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn the_relay_alarm_counts_what_the_relay_logs() {
+    use common::ports::{BookingStore, EndpointStore};
+    use lambda_http::tracing::subscriber;
+
+    let store = common::adapters::embedded::MemoryStore::new();
+    let org = crate::contract_store::org("org_alarm");
+    store
+        .insert_endpoint(
+            &crate::contract_store::endpoint(
+                &org,
+                &[common::domain::event::EventType::BookingCreated],
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    let booking = crate::contract_store::booking();
+    let event = common::domain::event::Event::new(
+        common::domain::event::EventType::BookingCreated,
+        json!({}),
+    )
+    .unwrap();
+    store.insert_booking(&org, &booking, &event).await.unwrap();
+
+    // The JSON format Lambda's `LogFormat: JSON` selects (AWS_LAMBDA_LOG_FORMAT).
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let json = subscriber::fmt()
+        .json()
+        .with_target(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = lambda_http::tracing::dispatcher::set_default(&json.into());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let report = common::publish::relay_pending_events(&store, &RefusingQueue, Duration::ZERO)
+        .await
+        .unwrap();
+    drop(guard);
+    assert_eq!(report.failed, 1);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let counted: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["relay_failures"].as_u64() == Some(1))
+        .collect();
+    assert_eq!(counted.len(), 1, "{logs}");
+    let template = include_str!("../../../template.yaml");
+    assert!(
+        template.contains(r#"FilterPattern: "{ $.fields.relay_failures >= 3 }""#),
+        "the relay's metric filter reads the field the relay logs"
+    );
+}
