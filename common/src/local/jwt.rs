@@ -21,6 +21,10 @@ pub enum TokenError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    #[error("the token has no exp claim; tokens must expire")]
+    NoExpiry,
+    #[error("the token is not valid yet (nbf is in the future)")]
+    NotYetValid,
     #[error("the signing key is unusable")]
     BadKey,
 }
@@ -73,9 +77,17 @@ pub fn verify(secret: &[u8], token: &str) -> Result<HashMap<String, String>, Tok
     let Value::Object(claims) = decode(payload)? else {
         return Err(TokenError::Malformed);
     };
-    if let Some(exp) = claims.get("exp") {
-        if exp.as_i64().is_none_or(|exp| exp <= unix_seconds_now()) {
-            return Err(TokenError::Expired);
+    // RFC 7519 4.1.4 and 4.1.5, as API Gateway's JWT authorizer applies them: an expiry is
+    // required here, and a token is refused before its not-before time.
+    let now = unix_seconds_now();
+    match claims.get("exp").map(Value::as_i64) {
+        None => return Err(TokenError::NoExpiry),
+        Some(exp) if exp.is_none_or(|exp| exp <= now) => return Err(TokenError::Expired),
+        Some(_) => {}
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        if nbf.as_i64().is_none_or(|nbf| nbf > now) {
+            return Err(TokenError::NotYetValid);
         }
     }
     Ok(claims
@@ -128,5 +140,34 @@ mod tests {
             TokenError::BadSignature
         );
         assert_eq!(verify(b"s3cret", "a.b").unwrap_err(), TokenError::Malformed);
+    }
+
+    /// Signs `claims` as a token under `secret`.
+    fn signed(secret: &[u8], claims: Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let mut mac = mac(secret).unwrap();
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{header}.{payload}.{signature}")
+    }
+
+    #[test]
+    fn a_token_must_expire_and_be_valid_already() {
+        let now = unix_seconds_now();
+        let forever = signed(b"k", json!({"org_id": "acme"}));
+        assert_eq!(verify(b"k", &forever).unwrap_err(), TokenError::NoExpiry);
+        let text_exp = signed(b"k", json!({"org_id": "acme", "exp": "never"}));
+        assert_eq!(verify(b"k", &text_exp).unwrap_err(), TokenError::Expired);
+        let early = signed(
+            b"k",
+            json!({"org_id": "acme", "exp": now + 60, "nbf": now + 30}),
+        );
+        assert_eq!(verify(b"k", &early).unwrap_err(), TokenError::NotYetValid);
+        let ready = signed(
+            b"k",
+            json!({"org_id": "acme", "exp": now + 60, "nbf": now - 1}),
+        );
+        assert_eq!(verify(b"k", &ready).unwrap()["org_id"], "acme");
     }
 }

@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 
 use super::LocalError;
 use crate::domain::secret::WebhookSecret;
-use crate::domain::signature::sign;
+use crate::domain::signature::verify;
+use crate::time::unix_seconds_now;
 
 pub async fn run(port: u16, secret: Option<&str>, status: u16) -> Result<(), LocalError> {
     let secret = secret
@@ -62,25 +63,31 @@ pub async fn run(port: u16, secret: Option<&str>, status: u16) -> Result<(), Loc
                         header("webhook-signature"),
                     );
                     let text = String::from_utf8_lossy(&body);
-                    let verdict = match secret.as_ref() {
+                    let verified = secret.as_ref().as_ref().map(|secret| {
+                        verify(
+                            secret,
+                            &id,
+                            &timestamp,
+                            &signatures,
+                            &text,
+                            unix_seconds_now(),
+                        )
+                    });
+                    let verdict = match &verified {
                         None => "not checked".to_owned(),
-                        Some(secret) => match timestamp
-                            .parse::<i64>()
-                            .ok()
-                            .and_then(|ts| sign(secret, &id, ts, &text).ok())
-                        {
-                            Some(expected) if signatures.split(' ').any(|s| s == expected) => {
-                                "valid".to_owned()
-                            }
-                            _ => "INVALID".to_owned(),
-                        },
+                        Some(Ok(())) => "valid".to_owned(),
+                        Some(Err(why)) => format!("INVALID: {why}"),
                     };
                     println!(
                         "{} {}\n  webhook-id: {id}\n  webhook-timestamp: {timestamp}\n  webhook-signature: {signatures} ({verdict})\n  {text}\n",
                         parts.method, parts.uri
                     );
                     let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                    *response.status_mut() = status;
+                    // A receiver refuses what does not verify, so the sender sees a failure.
+                    *response.status_mut() = match verified {
+                        Some(Err(_)) => StatusCode::UNAUTHORIZED,
+                        _ => status,
+                    };
                     Ok::<_, Infallible>(response)
                 }
             });

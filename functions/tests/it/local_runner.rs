@@ -351,3 +351,56 @@ async fn with_aws_the_local_runner_uses_dynamodb_kms_and_sqs() {
     let log = runner.stop().await;
     assert!(log.contains("adapters:        aws"), "{log}");
 }
+
+#[tokio::test]
+async fn the_demo_receiver_refuses_what_does_not_verify() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut child = Command::new(BINARY)
+        .args(["receive", "--port", "0", "--secret", secret])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let key = common::domain::secret::WebhookSecret::parse(secret).unwrap();
+    let body = r#"{"type":"booking.created"}"#;
+    let post = |timestamp: i64, signature: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("webhook-id", "msg_1")
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let now = common::time::unix_seconds_now();
+    let sign = |ts| common::domain::signature::sign(&key, "msg_1", ts, body).unwrap();
+    assert_eq!(post(now, sign(now)).await, 204, "a valid delivery");
+    assert_eq!(post(now, format!("v1,{}", "A".repeat(44))).await, 401);
+    let old = now - 600;
+    assert_eq!(
+        post(old, sign(old)).await,
+        401,
+        "outside the 5 min tolerance"
+    );
+    child.kill().await.unwrap();
+}
