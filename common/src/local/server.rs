@@ -11,7 +11,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::header::ALLOW;
+use lambda_http::http::{HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt, Response};
 use serde_json::json;
@@ -79,7 +80,8 @@ where
         path: &str,
         request: lambda_http::Request,
     ) -> Response<Body> {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // The path as sent: `/webhooks/` or `//webhooks` name no route, as on API Gateway.
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let (store, cipher, config) = (&self.store, &self.cipher, &self.config);
         match (method, segments.as_slice()) {
             (&Method::POST, ["webhooks"]) => {
@@ -99,10 +101,17 @@ where
                 api::create_booking(store, self.queue.as_ref(), config, request).await
             }
             (&Method::GET, ["local", "dead-letters"]) => self.dead_letters(&request),
-            (_, ["webhooks"] | ["webhooks", _] | ["bookings"] | ["local", "dead-letters"]) => {
-                error_response(&ApiError::MethodNotAllowed)
-            }
-            _ => error_response(&ApiError::NotFound),
+            (_, path) => match allowed_methods(path) {
+                // RFC 9110 section 15.5.6: a 405 lists the methods the resource has.
+                Some(allowed) => {
+                    let mut response = error_response(&ApiError::MethodNotAllowed);
+                    response
+                        .headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static(allowed));
+                    response
+                }
+                None => error_response(&ApiError::NotFound),
+            },
         }
     }
 
@@ -156,10 +165,10 @@ where
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .and_then(|token| match jwt::verify(&self.jwt_secret, token.trim()) {
                 Ok(claims) => Some(claims),
                 Err(error) => {
@@ -276,5 +285,16 @@ pub async fn run<S, C, Q>(
                 tracing::debug!(%error, "connection closed with an error");
             }
         });
+    }
+}
+
+/// The methods a known path answers (its `Allow` header); `None` for a path with no route.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["webhooks"] => Some("GET, POST"),
+        ["webhooks", id] if !id.is_empty() => Some("GET, PATCH, DELETE"),
+        ["bookings"] => Some("POST"),
+        ["local", "dead-letters"] => Some("GET"),
+        _ => None,
     }
 }

@@ -404,3 +404,44 @@ async fn the_demo_receiver_refuses_what_does_not_verify() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_router_answers_like_api_gateway_would() {
+    let runner = Runner::start(&[]).await;
+    let token = token("org_router").await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, auth: String| {
+        client
+            .request(method, format!("{}{path}", runner.base))
+            .header("authorization", auth)
+            .send()
+    };
+    // A 405 says which methods the resource has (RFC 9110 section 15.5.6).
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/webhooks", "GET, POST"),
+        (reqwest::Method::POST, "/webhooks/ep_x", "GET, PATCH, DELETE"),
+        (reqwest::Method::GET, "/bookings", "POST"),
+        (reqwest::Method::DELETE, "/local/dead-letters", "GET"),
+    ] {
+        let response = send(method.clone(), path, format!("Bearer {token}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+    }
+    // Paths are taken as sent: extra slashes name no route.
+    for path in ["/webhooks/", "//webhooks", "/webhooks//"] {
+        let response = send(reqwest::Method::POST, path, format!("Bearer {token}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    // The auth scheme's name is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = send(reqwest::Method::GET, "/webhooks", format!("{scheme} {token}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    runner.stop().await;
+}
