@@ -39,8 +39,13 @@ pub enum QueueError {
 pub enum ApiError {
     #[error("Invalid input")]
     Invalid(Vec<FieldError>),
-    #[error("Missing or invalid organization")]
-    Unauthorized,
+    /// No token at all (RFC 6750 section 3.1: the challenge then names no error).
+    #[error("{0}")]
+    MissingToken(String),
+    /// A token that is not accepted, or whose claims name no valid organization; the text
+    /// says which and what to do.
+    #[error("{0}")]
+    InvalidToken(String),
     #[error("Not found")]
     NotFound,
     #[error("Method not allowed")]
@@ -62,7 +67,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MissingToken(_) | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -22,7 +22,12 @@ impl Cursor {
     }
 
     pub fn decode(text: &str, org: &OrgId) -> Result<Self, ApiError> {
-        let invalid = || ApiError::invalid("cursor", "is not a cursor issued to this organization");
+        let invalid = || {
+            ApiError::invalid(
+                "cursor",
+                "is not a cursor this API issued: pass a page's nextCursor back as it is",
+            )
+        };
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let mut parts = text.splitn(3, '|');
@@ -30,6 +35,10 @@ impl Cursor {
             (Some(VERSION), Some(owner), Some(after)) if owner == org.as_str() => Ok(Self {
                 after: EndpointId::parse(after).ok_or_else(invalid)?,
             }),
+            (Some(VERSION), Some(_), Some(_)) => Err(ApiError::invalid(
+                "cursor",
+                "was issued to another organization",
+            )),
             _ => Err(invalid()),
         }
     }

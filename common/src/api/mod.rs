@@ -24,17 +24,33 @@ use crate::error::ApiError;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The org from the verified JWT claims of an API Gateway HTTP API request, and nowhere else.
+/// API Gateway's authorizer has refused a missing or bad token already; what is left to refuse
+/// here is a token without a valid org claim, and the answer names the claim.
 pub fn org_from_claims(request: &Request, claim: &str) -> Result<OrgId, ApiError> {
-    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
-        return Err(ApiError::Unauthorized);
+    let claims = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
     };
-    context
-        .authorizer
-        .as_ref()
-        .and_then(|a| a.jwt.as_ref())
-        .and_then(|jwt| jwt.claims.get(claim))
-        .and_then(|value| OrgId::parse(value))
-        .ok_or(ApiError::Unauthorized)
+    let Some(claims) = claims else {
+        return Err(ApiError::MissingToken(
+            "No verified bearer token: send `Authorization: Bearer <token>`".into(),
+        ));
+    };
+    let Some(value) = claims.get(claim) else {
+        return Err(ApiError::InvalidToken(format!(
+            "The token has no `{claim}` claim naming the organization"
+        )));
+    };
+    OrgId::parse(value).ok_or_else(|| {
+        ApiError::InvalidToken(format!(
+            "The token's `{claim}` claim is not a valid organization id: 1 to {} characters, without `#`, `|` or control characters",
+            OrgId::MAX_LEN
+        ))
+    })
 }
 
 /// The request body, refused when too large. API Gateway hands binary or base64 bodies over
@@ -86,8 +102,38 @@ fn with_body(status: StatusCode, body: Body) -> Response<Body> {
 /// section 10.2.3): a dependency's throttling or outage is usually over by then.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750 section 3): none of the error
+/// attributes when no token was sent, `invalid_token` and a description otherwise.
+fn bearer_challenge(error: &ApiError) -> Option<String> {
+    match error {
+        ApiError::MissingToken(_) => Some(r#"Bearer realm="webhooks""#.to_owned()),
+        ApiError::InvalidToken(description) => {
+            // error_description allows printable ASCII but `"` and `\` (RFC 6750 section 3).
+            let description: String = description
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' => '\'',
+                    c if c == ' ' || c.is_ascii_graphic() => c,
+                    _ => '?',
+                })
+                .collect();
+            Some(format!(
+                r#"Bearer realm="webhooks", error="invalid_token", error_description="{description}""#
+            ))
+        }
+        _ => None,
+    }
+}
+
 pub fn error_response(error: &ApiError) -> Response<Body> {
     let mut response = json_response(error.status(), &error.body());
+    if let Some(challenge) =
+        bearer_challenge(error).and_then(|c| lambda_http::http::HeaderValue::from_str(&c).ok())
+    {
+        response
+            .headers_mut()
+            .insert(lambda_http::http::header::WWW_AUTHENTICATE, challenge);
+    }
     if error.status() == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(
             lambda_http::http::header::RETRY_AFTER,

@@ -127,10 +127,12 @@ impl EndpointChanges {
 fn url_field(fields: &mut Fields, policy: &TargetPolicy, required: bool) -> Option<String> {
     // Length is checked by the URL rules, with their own message; read with a generous bound.
     let text = fields.string("url", required, usize::MAX)?;
-    match policy.check_url(&text) {
+    match policy.url_problems(&text) {
         Ok(url) => Some(url.to_string()),
-        Err(e) => {
-            fields.error("url", e.to_string());
+        Err(problems) => {
+            for problem in problems {
+                fields.error("url", problem.to_string());
+            }
             None
         }
     }
@@ -176,6 +178,22 @@ mod tests {
     use crate::domain::target::MAX_URL_LEN;
 
     const STRICT: TargetPolicy = TargetPolicy::STRICT;
+
+    #[test]
+    fn every_problem_of_a_url_is_reported_at_once() {
+        let body = br#"{"url":"http://user:pw@127.0.0.1/in","events":["booking.created"]}"#;
+        let errors = NewEndpoint::parse(body, &STRICT).unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "must use https",
+                "must not contain a user name or password",
+                "must not point to a private, loopback, link-local or otherwise non-public address"
+            ]
+        );
+        assert!(errors.iter().all(|e| e.field == "url"));
+    }
 
     #[test]
     fn a_url_too_long_once_normalised_is_refused() {
@@ -269,7 +287,8 @@ mod tests {
         let errors = NewEndpoint::parse(body, &STRICT).unwrap_err();
         assert_eq!(
             fields_of(&errors),
-            vec!["org_id", "url", "events", "events", "description"]
+            vec!["org_id", "url", "url", "events", "events", "description"],
+            "http and a private address: two problems of the url"
         );
     }
 

@@ -153,13 +153,19 @@ fn parse_delay(text: &str) -> Result<Duration, ScheduleError> {
 }
 
 /// A duration in the schedule's own notation, for log lines a person reads.
+/// Whole units stay whole (`5m`, `2h`); a jittered delay keeps its precision (`1.8s`,
+/// `4m47s`, `2h13m`), never rounded down to a step it is not.
 pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
+    let (secs, millis) = (d.as_secs(), d.subsec_millis());
     match secs {
-        0 if d.as_millis() > 0 => format!("{}ms", d.as_millis()),
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+        0 if millis == 0 => "0s".to_owned(),
+        0 => format!("{millis}ms"),
+        s if s < 60 && millis == 0 => format!("{s}s"),
+        s if s < 60 => format!("{:.1}s", d.as_secs_f64()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s < 3600 => format!("{}m", s / 60),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -177,6 +183,24 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_with_their_precision() {
+        let cases = [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(1830), "1.8s"),
+            (Duration::from_millis(2400), "2.4s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_millis(287_300), "4m47s"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(36_000), "10h"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(human_duration(duration), text, "{duration:?}");
+        }
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -273,7 +297,8 @@ mod tests {
         for text in ["", ",", "5", "5x", "s", "-5s", "5s,,oops"] {
             assert!(text.parse::<RetrySchedule>().is_err(), "{text:?}");
         }
-        assert_eq!("1h30m".parse::<RetrySchedule>().unwrap().to_string(), "90m");
+        assert_eq!("1h30m".parse::<RetrySchedule>().unwrap().to_string(), "1h30m");
+        assert_eq!("0s,5m".parse::<RetrySchedule>().unwrap().to_string(), "0s,5m");
         assert_eq!("0s,1s".parse::<RetrySchedule>().unwrap().max_attempts(), 3);
     }
 

@@ -52,32 +52,48 @@ impl TargetPolicy {
     /// (`Url::as_str`), which is what is stored and dialled, so what passes once passes again:
     /// `check_url(check_url(x)?.as_str())` gives the same URL.
     pub fn check_url(&self, text: &str) -> Result<Url, UrlError> {
+        self.url_problems(text)
+            .map_err(|mut problems| problems.remove(0))
+    }
+
+    /// [`TargetPolicy::check_url`], with every problem of the URL rather than the first (at
+    /// least one in the error). A URL that is too long or does not parse has no other.
+    pub fn url_problems(&self, text: &str) -> Result<Url, Vec<UrlError>> {
         // A cheap bound before parsing; normalisation rarely shortens a URL.
         if text.chars().count() > MAX_URL_LEN {
-            return Err(UrlError::TooLong);
+            return Err(vec![UrlError::TooLong]);
         }
-        let url = Url::parse(text).map_err(|_| UrlError::NotAbsolute)?;
+        let url = Url::parse(text).map_err(|_| vec![UrlError::NotAbsolute])?;
         if url.as_str().len() > MAX_URL_LEN {
-            return Err(UrlError::TooLong);
+            return Err(vec![UrlError::TooLong]);
         }
+        let mut problems = Vec::new();
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure => {}
-            "http" => return Err(UrlError::HttpsRequired),
-            _ => return Err(UrlError::UnsupportedScheme),
+            "http" => problems.push(UrlError::HttpsRequired),
+            _ => problems.push(UrlError::UnsupportedScheme),
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(UrlError::Credentials);
+            problems.push(UrlError::Credentials);
         }
-        let public = match url.host().ok_or(UrlError::NoHost)? {
-            Host::Ipv4(ip) => is_global(IpAddr::V4(ip)),
-            Host::Ipv6(ip) => is_global(IpAddr::V6(ip)),
-            Host::Domain(name) => !is_local_name(name),
+        let public = match url.host() {
+            None => {
+                problems.push(UrlError::NoHost);
+                true
+            }
+            Some(Host::Ipv4(ip)) => is_global(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => is_global(IpAddr::V6(ip)),
+            Some(Host::Domain(name)) => !is_local_name(name),
         };
         if !public && !self.allow_private {
-            return Err(UrlError::NonPublicTarget);
+            problems.push(UrlError::NonPublicTarget);
         }
-        Ok(url)
+        if problems.is_empty() {
+            Ok(url)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Whether an address may be dialled.

@@ -26,12 +26,27 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// Parses `body` as a JSON object that holds only `allowed` keys.
+    /// Parses `body` as a JSON object that holds only `allowed` keys. A body that is not one
+    /// is refused in plain words that say what was expected.
     pub fn parse(body: &[u8], allowed: &[&str]) -> Result<Self, Vec<FieldError>> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| vec![FieldError::new("body", format!("must be valid JSON: {e}"))])?;
+        let expected = format!("a JSON object with fields among {}", allowed.join(", "));
+        let refuse = |what: String| vec![FieldError::new("body", what)];
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(refuse(format!("is empty: expected {expected}")));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            let problem = match e.classify() {
+                serde_json::error::Category::Eof => "ends before the JSON is complete".to_owned(),
+                _ => format!(
+                    "is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            };
+            refuse(format!("{problem}: expected {expected}"))
+        })?;
         let Value::Object(object) = value else {
-            return Err(vec![FieldError::new("body", "must be a JSON object")]);
+            return Err(refuse(format!("must be {expected}")));
         };
         let errors: Vec<FieldError> = object
             .keys()
@@ -138,13 +153,29 @@ mod tests {
     }
 
     #[test]
-    fn malformed_bodies_are_refused() {
-        assert_eq!(Fields::parse(b"{", &[]).err().unwrap()[0].field, "body");
+    fn malformed_bodies_are_refused_in_plain_words() {
+        let message = |body: &[u8]| {
+            Fields::parse(body, &["url", "events"]).err().unwrap()[0]
+                .message
+                .clone()
+        };
         assert_eq!(
-            Fields::parse(b"[1]", &[]).err().unwrap()[0].message,
-            "must be a JSON object"
+            message(b"[1]"),
+            "must be a JSON object with fields among url, events"
         );
-        assert!(Fields::parse(b"", &[]).is_err());
+        assert_eq!(
+            message(b" \n"),
+            "is empty: expected a JSON object with fields among url, events"
+        );
+        assert_eq!(
+            message(b"{\"url\": "),
+            "ends before the JSON is complete: expected a JSON object with fields among url, events"
+        );
+        assert_eq!(
+            message(b"{url}"),
+            "is not valid JSON (line 1, column 2): expected a JSON object with fields among url, events"
+        );
+        assert_eq!(Fields::parse(b"{", &[]).err().unwrap()[0].field, "body");
     }
 
     #[test]

@@ -13,14 +13,17 @@ use crate::time::unix_seconds_now;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("the token is not three base64url parts")]
+    #[error(
+        "the token is not a JWT (three base64url parts, JSON header and claims, a numeric exp)"
+    )]
     Malformed,
     #[error("the token is not signed with HS256")]
     WrongAlgorithm,
     #[error("the token's signature does not verify")]
     BadSignature,
+    /// At this unix time.
     #[error("the token has expired")]
-    Expired,
+    Expired(i64),
     #[error("the token has no exp claim; tokens must expire")]
     NoExpiry,
     #[error("the token is not valid yet (nbf is in the future)")]
@@ -82,7 +85,8 @@ pub fn verify(secret: &[u8], token: &str) -> Result<HashMap<String, String>, Tok
     let now = unix_seconds_now();
     match claims.get("exp").map(Value::as_i64) {
         None => return Err(TokenError::NoExpiry),
-        Some(exp) if exp.is_none_or(|exp| exp <= now) => return Err(TokenError::Expired),
+        Some(None) => return Err(TokenError::Malformed),
+        Some(Some(exp)) if exp <= now => return Err(TokenError::Expired(exp)),
         Some(_) => {}
     }
     if let Some(nbf) = claims.get("nbf") {
@@ -121,10 +125,10 @@ mod tests {
             TokenError::BadSignature
         );
         let expired = issue(b"s3cret", "org_id", "acme", -1).unwrap();
-        assert_eq!(
+        assert!(matches!(
             verify(b"s3cret", &expired).unwrap_err(),
-            TokenError::Expired
-        );
+            TokenError::Expired(_)
+        ));
         let [_, payload, _]: [&str; 3] = token.split('.').collect::<Vec<_>>().try_into().unwrap();
         let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
         assert_eq!(
@@ -158,7 +162,7 @@ mod tests {
         let forever = signed(b"k", json!({"org_id": "acme"}));
         assert_eq!(verify(b"k", &forever).unwrap_err(), TokenError::NoExpiry);
         let text_exp = signed(b"k", json!({"org_id": "acme", "exp": "never"}));
-        assert_eq!(verify(b"k", &text_exp).unwrap_err(), TokenError::Expired);
+        assert_eq!(verify(b"k", &text_exp).unwrap_err(), TokenError::Malformed);
         let early = signed(
             b"k",
             json!({"org_id": "acme", "exp": now + 60, "nbf": now + 30}),

@@ -5,12 +5,14 @@
 pub mod jwt;
 mod receiver;
 mod server;
+mod tools;
 mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,6 +23,7 @@ use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
 use crate::delivery::Deliverer;
 use crate::domain::id::fill_random;
+use crate::domain::OrgId;
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
 use crate::publish::relay_pending_events;
 
@@ -48,111 +51,172 @@ pub enum LocalError {
     Setup(String),
 }
 
-const USAGE: &str = "usage:
-  webhooks-local [--port N] [--strict] [--aws] run the API and the delivery worker (port also from PORT; default 3000);
-                                              --aws: on DynamoDB, KMS and SQS (TABLE_NAME, KMS_KEY_ID, DELIVERY_QUEUE_URL,
-                                              DEAD_LETTER_QUEUE_URL and the standard AWS environment) instead of in memory
-  webhooks-local token --org ORG              print a bearer token for ORG (signed with WEBHOOKS_LOCAL_JWT_SECRET)
-  webhooks-local receive [--port N] [--secret whsec_...] [--status CODE]
-                                              a receiver that prints and verifies what it is sent (default port 9000)";
-
-/// Reads `--name value` pairs and bare `--flag`s.
-struct Args {
-    values: Vec<(String, Option<String>)>,
+/// `webhooks-local`: the whole system on this machine, and the tools to try it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "webhooks-local",
+    version,
+    about = "The webhook platform on this machine: the API, the delivery worker and the outbox relay, on embedded adapters (no AWS account needed)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: `serve`.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
-impl Args {
-    fn parse(args: &[String], flags: &[&str], options: &[&str]) -> Result<Self, LocalError> {
-        let mut values = Vec::new();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            let name = arg.as_str();
-            if flags.contains(&name) {
-                values.push((name.to_owned(), None));
-            } else if options.contains(&name) {
-                let value = iter
-                    .next()
-                    .ok_or_else(|| LocalError::Usage(format!("{name} needs a value\n{USAGE}")))?;
-                values.push((name.to_owned(), Some(value.clone())));
-            } else {
-                return Err(LocalError::Usage(format!(
-                    "unknown argument {name}\n{USAGE}"
-                )));
-            }
-        }
-        Ok(Self { values })
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the delivery worker and the outbox relay (the default)
+    Serve(ServeArgs),
+    /// Print a bearer token for an organization, signed with WEBHOOKS_LOCAL_JWT_SECRET
+    Token(TokenArgs),
+    /// A webhook receiver that prints every request and verifies its signature
+    Receive(ReceiveArgs),
+    /// Create a booking for an organization on a running webhooks-local, which publishes
+    /// booking.created to the organization's endpoints
+    Trigger(TriggerArgs),
+    /// Register an endpoint for an organization on a running webhooks-local, print its
+    /// secret, and forward every verified delivery to a local URL (Ctrl-C removes the endpoint)
+    Listen(ListenArgs),
+}
 
-    fn flag(&self, name: &str) -> bool {
-        self.values.iter().any(|(n, _)| n == name)
-    }
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Port on 127.0.0.1 (0: any free port)
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Production URL rules: https only, no private or loopback targets
+    #[arg(long)]
+    strict: bool,
+    /// Use DynamoDB, KMS and SQS through the standard AWS environment (TABLE_NAME, KMS_KEY_ID,
+    /// DELIVERY_QUEUE_URL, DEAD_LETTER_QUEUE_URL) instead of the embedded adapters
+    #[arg(long)]
+    aws: bool,
+}
 
-    fn value(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
+/// Where a running webhooks-local is, and as whom to call it.
+#[derive(Debug, clap::Args)]
+struct Caller {
+    /// The organization (the token's org claim)
+    #[arg(long, default_value = "demo", value_parser = parse_org)]
+    org: OrgId,
+    /// Base URL of the running webhooks-local
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    api: String,
+    /// The secret the running webhooks-local verifies tokens with
+    #[arg(long, env = JWT_SECRET_VAR, hide_env_values = true)]
+    jwt_secret: String,
+}
 
-    fn port(&self, default: u16) -> Result<u16, LocalError> {
-        match self
-            .value("--port")
-            .map(str::to_owned)
-            .or_else(|| ProcessEnv.get("PORT"))
-        {
-            None => Ok(default),
-            Some(text) => text
-                .parse()
-                .map_err(|_| LocalError::Usage(format!("not a port: {text}"))),
-        }
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The organization the token acts for
+    #[arg(long, value_parser = parse_org)]
+    org: OrgId,
+    /// The secret the running webhooks-local verifies tokens with
+    #[arg(long, env = JWT_SECRET_VAR, hide_env_values = true)]
+    jwt_secret: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReceiveArgs {
+    /// Port on 127.0.0.1 (0: any free port)
+    #[arg(long, env = "PORT", default_value_t = 9000)]
+    port: u16,
+    /// The endpoint's whsec_ secret: requests whose signature does not verify get 401
+    #[arg(long)]
+    secret: Option<String>,
+    /// Status to answer verified requests with
+    #[arg(long, default_value_t = 204, value_parser = clap::value_parser!(u16).range(100..=599))]
+    status: u16,
+}
+
+#[derive(Debug, clap::Args)]
+struct TriggerArgs {
+    #[command(flatten)]
+    caller: Caller,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListenArgs {
+    /// Where verified deliveries are forwarded (their body and webhook-* headers)
+    #[arg(long, value_parser = parse_http_url)]
+    forward_to: String,
+    /// Port on 127.0.0.1 for the endpoint this registers (0: any free port)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[command(flatten)]
+    caller: Caller,
+}
+
+fn parse_org(text: &str) -> Result<OrgId, String> {
+    OrgId::parse(text).ok_or_else(|| {
+        format!(
+            "not a valid organization id: 1 to {} characters, without `#`, `|` or control characters",
+            OrgId::MAX_LEN
+        )
+    })
+}
+
+fn parse_http_url(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url.to_string()),
+        _ => Err("expected an http:// or https:// URL".into()),
     }
 }
 
-/// Entry point of the `webhooks-local` binary.
-pub async fn run_cli(args: Vec<String>) -> Result<(), LocalError> {
-    match args.first().map(String::as_str) {
-        Some("token") => {
-            let args = Args::parse(&args[1..], &[], &["--org"])?;
-            let org = args
-                .value("--org")
-                .ok_or_else(|| LocalError::Usage(format!("token needs --org\n{USAGE}")))?;
-            let secret = ProcessEnv.get(JWT_SECRET_VAR).ok_or_else(|| {
-                LocalError::Usage(format!(
-                    "set {JWT_SECRET_VAR} to the secret the running webhooks-local printed"
-                ))
-            })?;
+/// Entry point of the `webhooks-local` binary: parses the command line (clap prints help,
+/// version and usage errors itself and exits) and runs the command.
+pub async fn run_cli(args: impl IntoIterator<Item = String>) -> Result<(), LocalError> {
+    let cli = Cli::parse_from(std::iter::once("webhooks-local".to_owned()).chain(args));
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Token(args)) => {
             let api = ApiConfig::from_source(&ProcessEnv)?;
             println!(
                 "{}",
-                issue_token(secret.as_bytes(), &api.org_id_claim, org)?
+                issue_token(args.jwt_secret.as_bytes(), &api.org_id_claim, &args.org)?
             );
             Ok(())
         }
-        Some("receive") => {
-            let args = Args::parse(&args[1..], &[], &["--port", "--secret", "--status"])?;
-            let status = match args.value("--status") {
-                None => 204,
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| LocalError::Usage(format!("not a status: {text}")))?,
-            };
-            receiver::run(args.port(9000)?, args.value("--secret"), status).await
+        Some(Command::Receive(args)) => {
+            let listener = bind(args.port).await?;
+            receiver::receive(listener, args.secret.as_deref(), args.status).await
         }
-        Some("help") | Some("--help") | Some("-h") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            let args = Args::parse(&args, &["--strict", "--aws"], &["--port"])?;
-            let port = args.port(DEFAULT_PORT)?;
-            serve(port, args.flag("--strict"), args.flag("--aws")).await
+        Some(Command::Trigger(args)) => tools::trigger(&args.caller.into_client()?).await,
+        Some(Command::Listen(args)) => {
+            let listener = bind(args.port).await?;
+            tools::listen(listener, &args.caller.into_client()?, &args.forward_to).await
         }
     }
 }
 
-fn issue_token(secret: &[u8], claim: &str, org: &str) -> Result<String, LocalError> {
-    jwt::issue(secret, claim, org, TOKEN_TTL_SECS).map_err(|e| LocalError::Setup(e.to_string()))
+impl Caller {
+    fn into_client(self) -> Result<tools::ApiClient, LocalError> {
+        let claim = ApiConfig::from_source(&ProcessEnv)?.org_id_claim;
+        let token = issue_token(self.jwt_secret.as_bytes(), &claim, &self.org)?;
+        Ok(tools::ApiClient::new(self.api, token, self.org))
+    }
+}
+
+/// Binds 127.0.0.1:`port`; a port in use says which and how to choose another.
+async fn bind(port: u16) -> Result<TcpListener, LocalError> {
+    match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+        Ok(listener) => Ok(listener),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Err(LocalError::Usage(
+            format!("port {port} on 127.0.0.1 is already in use (another webhooks-local?): choose another with --port N (or PORT=N), or --port 0 for any free port"),
+        )),
+        Err(error) => Err(LocalError::Io(error)),
+    }
+}
+
+fn issue_token(secret: &[u8], claim: &str, org: &OrgId) -> Result<String, LocalError> {
+    jwt::issue(secret, claim, org.as_str(), TOKEN_TTL_SECS)
+        .map_err(|e| LocalError::Setup(e.to_string()))
 }
 
 /// The environment, with the local runner's defaults for the target rules: `--strict` forces
@@ -178,7 +242,8 @@ impl Source for LocalSource {
     }
 }
 
-async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
+async fn serve(args: ServeArgs) -> Result<(), LocalError> {
+    let ServeArgs { port, strict, aws } = args;
     let source = LocalSource {
         strict,
         relaxed_by_default: !aws,
@@ -193,8 +258,9 @@ async fn serve(port: u16, strict: bool, aws: bool) -> Result<(), LocalError> {
             (bytes.iter().map(|b| format!("{b:02x}")).collect(), true)
         }
     };
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    let token = issue_token(jwt_secret.as_bytes(), &api_config.org_id_claim, "demo")?;
+    let listener = bind(port).await?;
+    let demo = OrgId::parse("demo").ok_or_else(|| LocalError::Setup("demo org".into()))?;
+    let token = issue_token(jwt_secret.as_bytes(), &api_config.org_id_claim, &demo)?;
     let banner = Banner {
         address: listener.local_addr()?,
         strict,
@@ -335,7 +401,7 @@ async fn run_system<S, C, Q, W>(
     let _ = worker.await;
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -407,6 +473,18 @@ impl Banner<'_> {
                 "  # Dead letters of your org (restart with WEBHOOKS_RETRY_SCHEDULE=1s,2s and add a receiver\n  # started with --status 500 to see one within seconds):\n  curl -s {base}/local/dead-letters -H \"authorization: Bearer $TOKEN\""
             )
         };
+        // Under --strict a loopback receiver is refused, so the example is a public https URL.
+        let (example_url, receiver_hint) = if *strict {
+            (
+                "https://hooks.example.com/in".to_owned(),
+                "  # 2. --strict refuses http and loopback targets: use a public https receiver, or run\n  #    without --strict to try webhooks-local receive / listen on this machine.".to_owned(),
+            )
+        } else {
+            (
+                "http://127.0.0.1:9000/hook".to_owned(),
+                format!("  # 2. In a third terminal, a receiver that checks signatures with that secret:\n  webhooks-local receive --port 9000 --secret whsec_...\n  #    (or in one step: webhooks-local listen --api {base} --org demo --forward-to http://127.0.0.1:8080/your/handler)"),
+            )
+        };
         println!(
             r#"
 webhooks-local listening on {base}
@@ -419,10 +497,9 @@ Try it (in another terminal):
   export TOKEN={token}
   # 1. Register an endpoint. The answer holds its secret, shown this once.
   curl -s -X POST {base}/webhooks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -d '{{"url":"http://127.0.0.1:9000/hook","events":["booking.created"]}}'
-  # 2. In a third terminal, a receiver that checks signatures with that secret:
-  cargo run --release --bin webhooks-local -- receive --port 9000 --secret whsec_...
-  # 3. Post a booking: the receiver prints the signed booking.created, this log the attempt.
+    -d '{{"url":"{example_url}","events":["booking.created"]}}'
+{receiver_hint}
+  # 3. Post a booking: its booking.created goes to every subscribed endpoint, this log shows the attempt.
   curl -s -X POST {base}/bookings -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"customerName":"Ada","customerEmail":"ada@example.com","startTime":"2030-01-01T10:00:00Z","endTime":"2030-01-01T11:00:00Z"}}'
 {dead_letters}

@@ -19,13 +19,15 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::jwt;
+use super::{jwt, JWT_SECRET_VAR};
 use crate::adapters::embedded::LocalQueue;
 use crate::api::{self, error_response, json_response, org_from_claims, MAX_BODY_BYTES};
 use crate::config::ApiConfig;
 use crate::delivery::DeadLetter;
 use crate::error::ApiError;
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
+use crate::time::format_rfc3339;
+use time::OffsetDateTime;
 
 /// The API over any set of adapters: embedded, or (with `--aws`) the real services.
 pub struct LocalApi<S, C, Q> {
@@ -67,7 +69,10 @@ where
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let response = match self.to_lambda_request(request).await {
-            Ok(lambda_request) => self.route(&method, &path, lambda_request).await,
+            // Like API Gateway: an unknown route is a 404 whatever the token; a known one is
+            // refused by the authorizer before any handler runs.
+            Ok((_, Err(refused))) if is_route(&method, &path) => error_response(&refused),
+            Ok((lambda_request, _)) => self.route(&method, &path, lambda_request).await,
             Err(error) => error_response(&error),
         };
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
@@ -140,12 +145,62 @@ where
         json_response(StatusCode::OK, &json!({ "deadLetters": letters }))
     }
 
+    /// The bearer token's claims, or why the token is refused, in words that say what to do.
+    fn bearer_claims(
+        &self,
+        header: Option<&hyper::header::HeaderValue>,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let fix = format!("mint a token with `webhooks-local token --org ORG` under the {JWT_SECRET_VAR} this runner uses");
+        let Some(value) = header else {
+            return Err(ApiError::MissingToken(format!(
+                "No Authorization header: send `Authorization: Bearer <token>`; {fix}"
+            )));
+        };
+        let value = value.to_str().unwrap_or_default();
+        // The scheme name is case-insensitive (RFC 9110 section 11.1). Nothing of the header
+        // is echoed: without a scheme, it may be the token itself.
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(ApiError::InvalidToken(format!(
+                "The Authorization header is not a bearer token: expected `Bearer <token>`; {fix}"
+            ))),
+        };
+        if token.is_empty() {
+            return Err(ApiError::InvalidToken(format!(
+                "The bearer token is empty; {fix}"
+            )));
+        }
+        jwt::verify(&self.jwt_secret, token).map_err(|error| {
+            tracing::info!(%error, "bearer token refused");
+            let cause = match error {
+                jwt::TokenError::Expired(at) => format!(
+                    "The token expired at {}",
+                    OffsetDateTime::from_unix_timestamp(at)
+                        .map(format_rfc3339)
+                        .unwrap_or_else(|_| at.to_string())
+                ),
+                jwt::TokenError::BadSignature => format!(
+                    "The token's signature does not verify: it was signed with another secret than this runner's {JWT_SECRET_VAR}"
+                ),
+                other => {
+                    let text = other.to_string();
+                    let mut chars = text.chars();
+                    chars
+                        .next()
+                        .map(|first| first.to_uppercase().chain(chars).collect())
+                        .unwrap_or_default()
+                }
+            };
+            ApiError::InvalidToken(format!("{cause}; {fix}"))
+        })
+    }
+
     /// The request as a Lambda handler sees it behind API Gateway: the same request context,
-    /// with JWT claims only when the bearer token verifies.
+    /// with JWT claims only when the bearer token verifies, and otherwise why it does not.
     async fn to_lambda_request(
         &self,
         request: hyper::Request<Incoming>,
-    ) -> Result<lambda_http::Request, ApiError> {
+    ) -> Result<(lambda_http::Request, Result<(), ApiError>), ApiError> {
         let (parts, body) = request.into_parts();
         let bytes = Limited::new(body, MAX_BODY_BYTES)
             .collect()
@@ -161,21 +216,11 @@ where
                 }
             })?
             .to_bytes();
-        let claims = parts
-            .headers
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme name is case-insensitive (RFC 9110 section 11.1).
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
-            .and_then(|token| match jwt::verify(&self.jwt_secret, token.trim()) {
-                Ok(claims) => Some(claims),
-                Err(error) => {
-                    tracing::info!(%error, "bearer token refused");
-                    None
-                }
-            });
+        let (claims, refused) =
+            match self.bearer_claims(parts.headers.get(hyper::header::AUTHORIZATION)) {
+                Ok(claims) => (Some(claims), Ok(())),
+                Err(refused) => (None, Err(refused)),
+            };
         let query: HashMap<String, Vec<String>> = parts
             .uri
             .query()
@@ -200,7 +245,7 @@ where
         let request = lambda_http::Request::from_parts(parts, body)
             .with_query_string_parameters(query)
             .with_request_context(context);
-        Ok(request)
+        Ok((request, refused))
     }
 }
 
@@ -286,6 +331,13 @@ pub async fn run<S, C, Q>(
             }
         });
     }
+}
+
+/// Whether a method and path name a route (the API's, or the local runner's own).
+fn is_route(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    allowed_methods(&segments)
+        .is_some_and(|allowed| allowed.split(", ").any(|m| m == method.as_str()))
 }
 
 /// The methods a known path answers (its `Allow` header); `None` for a path with no route.

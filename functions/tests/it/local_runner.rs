@@ -419,7 +419,11 @@ async fn the_router_answers_like_api_gateway_would() {
     // A 405 says which methods the resource has (RFC 9110 section 15.5.6).
     for (method, path, allow) in [
         (reqwest::Method::PUT, "/webhooks", "GET, POST"),
-        (reqwest::Method::POST, "/webhooks/ep_x", "GET, PATCH, DELETE"),
+        (
+            reqwest::Method::POST,
+            "/webhooks/ep_x",
+            "GET, PATCH, DELETE",
+        ),
         (reqwest::Method::GET, "/bookings", "POST"),
         (reqwest::Method::DELETE, "/local/dead-letters", "GET"),
     ] {
@@ -438,9 +442,13 @@ async fn the_router_answers_like_api_gateway_would() {
     }
     // The auth scheme's name is case-insensitive.
     for scheme in ["Bearer", "bearer", "BEARER"] {
-        let response = send(reqwest::Method::GET, "/webhooks", format!("{scheme} {token}"))
-            .await
-            .unwrap();
+        let response = send(
+            reqwest::Method::GET,
+            "/webhooks",
+            format!("{scheme} {token}"),
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status(), 200, "{scheme}");
     }
     runner.stop().await;
