@@ -297,8 +297,14 @@ mod tests {
         for text in ["", ",", "5", "5x", "s", "-5s", "5s,,oops"] {
             assert!(text.parse::<RetrySchedule>().is_err(), "{text:?}");
         }
-        assert_eq!("1h30m".parse::<RetrySchedule>().unwrap().to_string(), "1h30m");
-        assert_eq!("0s,5m".parse::<RetrySchedule>().unwrap().to_string(), "0s,5m");
+        assert_eq!(
+            "1h30m".parse::<RetrySchedule>().unwrap().to_string(),
+            "1h30m"
+        );
+        assert_eq!(
+            "0s,5m".parse::<RetrySchedule>().unwrap().to_string(),
+            "0s,5m"
+        );
         assert_eq!("0s,1s".parse::<RetrySchedule>().unwrap().max_attempts(), 3);
     }
 

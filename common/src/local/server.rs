@@ -159,12 +159,14 @@ where
         let value = value.to_str().unwrap_or_default();
         // The scheme name is case-insensitive (RFC 9110 section 11.1). Nothing of the header
         // is echoed: without a scheme, it may be the token itself.
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(ApiError::InvalidToken(format!(
+        // A bare `Bearer` (HTTP trims the trailing space) is a scheme with an empty token.
+        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::InvalidToken(format!(
                 "The Authorization header is not a bearer token: expected `Bearer <token>`; {fix}"
-            ))),
-        };
+            )));
+        }
+        let token = token.trim();
         if token.is_empty() {
             return Err(ApiError::InvalidToken(format!(
                 "The bearer token is empty; {fix}"

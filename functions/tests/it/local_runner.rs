@@ -453,3 +453,222 @@ async fn the_router_answers_like_api_gateway_would() {
     }
     runner.stop().await;
 }
+
+#[tokio::test]
+async fn every_401_names_its_cause_and_carries_a_bearer_challenge() {
+    let runner = Runner::start(&[]).await;
+    let url = format!("{}/webhooks", runner.base);
+    let issue = |claim: &str, org: &str, ttl: i64| {
+        common::local::jwt::issue(JWT_SECRET.as_bytes(), claim, org, ttl).unwrap()
+    };
+    let other_secret =
+        common::local::jwt::issue(b"another-secret", "org_id", "org_401", 600).unwrap();
+    let cases: Vec<(Option<String>, &str, &str)> = vec![
+        (None, "No Authorization header", ""),
+        (
+            Some("Basic dXNlcjpwdw==".into()),
+            "not a bearer token",
+            "invalid_token",
+        ),
+        (
+            Some("Bearer ".into()),
+            "The bearer token is empty",
+            "invalid_token",
+        ),
+        (
+            Some(format!("Bearer {other_secret}")),
+            "signed with another secret",
+            "invalid_token",
+        ),
+        (
+            Some(format!("Bearer {}", issue("org_id", "org_401", -10))),
+            "The token expired at 20",
+            "invalid_token",
+        ),
+        (
+            Some(format!("Bearer {}", issue("tenant", "org_401", 600))),
+            "no `org_id` claim",
+            "invalid_token",
+        ),
+        (
+            Some(format!("Bearer {}", issue("org_id", "a#b", 600))),
+            "not a valid organization id",
+            "invalid_token",
+        ),
+    ];
+    for (authorization, cause, error) in cases {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer realm=\"webhooks\""),
+            "{challenge}"
+        );
+        if error.is_empty() {
+            assert!(
+                !challenge.contains("error="),
+                "no error code without a token: {challenge}"
+            );
+        } else {
+            assert!(
+                challenge.contains(&format!("error=\"{error}\"")),
+                "{challenge}"
+            );
+            assert!(challenge.contains("error_description="), "{challenge}");
+        }
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(cause), "{authorization:?}: {message}");
+        if authorization.is_some() && !cause.contains("org") {
+            assert!(message.contains("webhooks-local token --org"), "{message}");
+        }
+    }
+    // An unknown route is a 404 whatever the token, as on API Gateway.
+    let response = reqwest::get(format!("{}/nothing-here", runner.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_port_names_itself_and_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    for args in [vec!["--port", &port], vec!["receive", "--port", &port]] {
+        let output = Command::new(BINARY)
+            .args(&args)
+            .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("port {port}")) && stderr.contains("--port"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_command_has_help_and_a_version() {
+    for command in [
+        None,
+        Some("serve"),
+        Some("token"),
+        Some("receive"),
+        Some("trigger"),
+        Some("listen"),
+    ] {
+        let mut args: Vec<&str> = command.into_iter().collect();
+        args.push("--help");
+        let output = Command::new(BINARY).args(&args).output().await.unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let usage = format!(
+            "Usage: webhooks-local{}",
+            command.map(|c| format!(" {c}")).unwrap_or_default()
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains(&usage),
+            "{args:?}"
+        );
+    }
+    let output = Command::new(BINARY)
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("webhooks-local {}", env!("CARGO_PKG_VERSION"))
+    );
+    let output = Command::new(BINARY)
+        .args(["receive", "--status", "999"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn listen_forwards_verified_deliveries_that_trigger_sets_off() {
+    let runner = Runner::start(&[]).await;
+    let app = Sink::always(200).await;
+    let mut listen = Command::new(BINARY)
+        .args(["listen", "--api", &runner.base, "--org", "org_listen"])
+        .args(["--forward-to", &app.url()])
+        .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let reader = tokio::spawn({
+        let output = output.clone();
+        async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                output.lock().unwrap().push(line);
+            }
+        }
+    });
+    let secret = eventually("listen's secret", async || {
+        output.lock().unwrap().iter().find_map(|line| {
+            line.strip_prefix("Its signing secret (shown this once): ")
+                .map(str::to_owned)
+        })
+    })
+    .await;
+
+    let trigger = Command::new(BINARY)
+        .args(["trigger", "--api", &runner.base, "--org", "org_listen"])
+        .env("WEBHOOKS_LOCAL_JWT_SECRET", JWT_SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(trigger.status.success(), "{trigger:?}");
+    let received = eventually("the forwarded delivery", async || app.received().pop()).await;
+    assert!(verify_with_standardwebhooks(&secret, &received));
+    assert_eq!(
+        serde_json::from_str::<Value>(&received.body).unwrap()["type"],
+        "booking.created"
+    );
+
+    // Ctrl-C removes the endpoint it registered.
+    let pid = listen.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), listen.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    reader.await.unwrap();
+    assert!(output
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("removed endpoint ep_")));
+    let (status, body) = call(
+        reqwest::Method::GET,
+        format!("{}/webhooks", runner.base),
+        Some(&token("org_listen").await),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["endpoints"].as_array().unwrap().len()),
+        (200, 0)
+    );
+    runner.stop().await;
+}
