@@ -61,8 +61,9 @@ pub async fn publish(
 
 /// Sends an existing event. Message ids derive from the event and the endpoint, so publishing
 /// the same event twice enqueues messages receivers can de-duplicate by `webhook-id`.
-/// Bodies are encoded as batches are sent, [`FANOUT_CONCURRENCY`] batches at a time;
-/// messages a batch could not send are retried once.
+/// Bodies are encoded as batches are sent, [`FANOUT_CONCURRENCY`] batches at a time, and a
+/// batch retries what it could not send once, itself: at most that many batches of bodies are
+/// in memory, whether the queue takes them or not.
 pub async fn publish_event(
     store: &impl EndpointStore,
     queue: &impl DeliveryQueue,
@@ -78,14 +79,21 @@ pub async fn publish_event(
             .map_err(|e| encoding_error.set(e))
             .ok()
     });
-    let (unsent, _) = send_all(queue, bodies).await;
+    let mut results = stream::iter(Batches::new(bodies))
+        .map(|batch| send_batch(queue, batch))
+        .buffer_unordered(FANOUT_CONCURRENCY);
+    let (mut failed, mut last_error) = (0, None);
+    while let Some((unsent, error)) = results.next().await {
+        failed += unsent;
+        last_error = error.or(last_error);
+    }
+    drop(results);
     if let Some(error) = encoding_error.into_inner() {
         return Err(PublishError::Encoding(error));
     }
-    let (unsent, last_error) = send_all(queue, unsent.into_iter()).await;
-    if !unsent.is_empty() {
+    if failed > 0 {
         return Err(PublishError::NotEnqueued {
-            failed: unsent.len(),
+            failed,
             total,
             last_error: last_error.unwrap_or_else(|| "refused by the queue".into()),
         });
@@ -93,29 +101,24 @@ pub async fn publish_event(
     Ok(PublishReport { endpoints: total })
 }
 
-/// Sends bodies in batches, [`FANOUT_CONCURRENCY`] at a time, taking bodies from `bodies` only
-/// as batches go out; returns what was not sent and the last error seen.
-async fn send_all(
-    queue: &impl DeliveryQueue,
-    bodies: impl Iterator<Item = QueueBody>,
-) -> (Vec<QueueBody>, Option<String>) {
-    let mut results = stream::iter(Batches::new(bodies))
-        .map(|batch| async move {
-            match queue.enqueue(&batch).await {
-                Ok(failed) => {
-                    let unsent = failed.into_iter().filter_map(|i| batch.get(i).cloned());
-                    (unsent.collect(), None)
-                }
-                Err(error) => (batch, Some(error.to_string())),
+/// Sends one batch, and once more what the queue did not take; how many bodies are left unsent
+/// and the last error seen.
+async fn send_batch(queue: &impl DeliveryQueue, batch: Vec<QueueBody>) -> (usize, Option<String>) {
+    let mut pending = batch;
+    let mut last_error = None;
+    for _ in 0..2 {
+        match queue.enqueue(&pending).await {
+            Ok(failed) if failed.is_empty() => return (0, last_error),
+            Ok(failed) => {
+                pending = failed
+                    .into_iter()
+                    .filter_map(|i| pending.get(i).cloned())
+                    .collect();
             }
-        })
-        .buffer_unordered(FANOUT_CONCURRENCY);
-    let (mut unsent, mut last_error) = (Vec::new(), None);
-    while let Some((failed, error)) = results.next().await {
-        unsent.extend(failed);
-        last_error = error.or(last_error);
+            Err(error) => last_error = Some(error.to_string()),
+        }
     }
-    (unsent, last_error)
+    (pending.len(), last_error)
 }
 
 /// Groups bodies into batches SQS accepts: at most [`MAX_ENQUEUE_BATCH`] messages and
@@ -339,6 +342,85 @@ mod tests {
             taken.get() <= 11,
             "one batch and at most one peeked body, not all 25"
         );
+    }
+
+    /// Refuses each body the first time it sees it (or always, when `always`), and counts
+    /// what it took.
+    #[derive(Default)]
+    struct FirstTimeRefusingQueue {
+        seen: std::sync::Mutex<std::collections::HashSet<String>>,
+        taken: std::sync::atomic::AtomicUsize,
+        always: bool,
+    }
+
+    impl DeliveryQueue for FirstTimeRefusingQueue {
+        async fn enqueue(
+            &self,
+            bodies: &[QueueBody],
+        ) -> Result<Vec<usize>, crate::error::QueueError> {
+            if self.always {
+                return Err(crate::error::QueueError::Unavailable("down".into()));
+            }
+            let mut seen = self.seen.lock().unwrap();
+            let refused: Vec<usize> = (0..bodies.len())
+                .filter(|&i| seen.insert(bodies[i].as_str().to_owned()))
+                .collect();
+            let taken = bodies.len() - refused.len();
+            self.taken
+                .fetch_add(taken, std::sync::atomic::Ordering::SeqCst);
+            Ok(refused)
+        }
+    }
+
+    async fn org_with_endpoints(count: usize) -> (crate::adapters::embedded::MemoryStore, OrgId) {
+        let store = crate::adapters::embedded::MemoryStore::new();
+        let org = OrgId::parse("org_fanout").unwrap();
+        for _ in 0..count {
+            let endpoint = crate::domain::endpoint::Endpoint {
+                id: crate::domain::id::EndpointId::generate().unwrap(),
+                org_id: org.clone(),
+                url: "https://hooks.example.com/in".into(),
+                events: vec![EventType::BookingCreated],
+                description: String::new(),
+                disabled: false,
+                created_at: "2030-01-01T00:00:00.000Z".into(),
+                updated_at: "2030-01-01T00:00:00.000Z".into(),
+                secret_ciphertext: vec![1],
+            };
+            store.insert_endpoint(&endpoint, 1000).await.unwrap();
+        }
+        (store, org)
+    }
+
+    #[tokio::test]
+    async fn each_batch_retries_what_the_queue_refused_once() {
+        let (store, org) = org_with_endpoints(25).await;
+        let queue = FirstTimeRefusingQueue::default();
+        let event = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+        let report = publish_event(&store, &queue, &org, &event).await.unwrap();
+        assert_eq!(report.endpoints, 25);
+        assert_eq!(queue.taken.load(std::sync::atomic::Ordering::SeqCst), 25);
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_is_down_fails_the_publish_with_every_message_counted() {
+        let (store, org) = org_with_endpoints(25).await;
+        let queue = FirstTimeRefusingQueue {
+            always: true,
+            ..Default::default()
+        };
+        let event = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+        match publish_event(&store, &queue, &org, &event).await {
+            Err(PublishError::NotEnqueued {
+                failed,
+                total,
+                last_error,
+            }) => {
+                assert_eq!((failed, total), (25, 25));
+                assert!(last_error.contains("down"), "{last_error}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

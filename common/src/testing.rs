@@ -588,3 +588,28 @@ impl Drop for RuntimeApi {
         self.task.abort();
     }
 }
+
+/// A delivery queue that refuses every message of `refused_org` (of every org when `None`), as
+/// SQS refuses a poisonous body, and hands the others to `inner`.
+pub struct RefusingQueue<'a, Q> {
+    pub inner: &'a Q,
+    pub refused_org: Option<&'static str>,
+}
+
+impl<Q: crate::ports::DeliveryQueue> crate::ports::DeliveryQueue for RefusingQueue<'_, Q> {
+    async fn enqueue(
+        &self,
+        bodies: &[crate::domain::queue_body::QueueBody],
+    ) -> Result<Vec<usize>, crate::error::QueueError> {
+        let refused = |body: &crate::domain::queue_body::QueueBody| match self.refused_org {
+            None => true,
+            Some(org) => body.as_str().contains(&format!("\"orgId\":\"{org}\"")),
+        };
+        if bodies.iter().any(refused) {
+            return Err(crate::error::QueueError::Unavailable(
+                "InvalidMessageContents".into(),
+            ));
+        }
+        self.inner.enqueue(bodies).await
+    }
+}

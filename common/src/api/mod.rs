@@ -47,8 +47,8 @@ pub fn org_from_claims(request: &Request, claim: &str) -> Result<OrgId, ApiError
     };
     OrgId::parse(value).ok_or_else(|| {
         ApiError::InvalidToken(format!(
-            "The token's `{claim}` claim is not a valid organization id: 1 to {} characters, without `#`, `|` or control characters",
-            OrgId::MAX_LEN
+            "The token's `{claim}` claim is not a valid organization id: {}",
+            OrgId::RULE
         ))
     })
 }

@@ -14,6 +14,13 @@ const BODY_LEN: usize = 26;
 pub struct RandomError(String);
 
 /// Fills `buf` from the OS CSPRNG.
+/// `bytes` random bytes from the OS CSPRNG, as lowercase hex (twice as many characters).
+pub fn random_hex(bytes: usize) -> Result<String, RandomError> {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
     getrandom::fill(buf).map_err(|e| RandomError(e.to_string()))
 }

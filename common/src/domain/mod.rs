@@ -20,6 +20,8 @@ pub struct OrgId(String);
 impl OrgId {
     /// Longest org id accepted from a claim; DynamoDB keys stay far below their limits with it.
     pub const MAX_LEN: usize = 128;
+    /// [`OrgId::parse`]'s rule, in words for error messages.
+    pub const RULE: &'static str = "1 to 128 characters, without `#`, `|` or control characters";
 
     /// Accepts a claim value as an org id: non-empty, bounded, and without the `#` that separates
     /// the parts of a storage key.

@@ -165,7 +165,8 @@ pub fn human_duration(d: Duration) -> String {
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 && s < 3600 => format!("{}m", s / 60),
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s if s % 60 == 0 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}h{}m{}s", s / 3600, (s % 3600) / 60, s % 60),
     }
 }
 
@@ -196,6 +197,8 @@ mod tests {
             (Duration::from_secs(7200), "2h"),
             (Duration::from_secs(5400), "1h30m"),
             (Duration::from_secs(36_000), "10h"),
+            (Duration::from_secs(3630), "1h0m30s"),
+            (Duration::from_secs(42_930), "11h55m30s"),
         ];
         for (duration, text) in cases {
             assert_eq!(human_duration(duration), text, "{duration:?}");

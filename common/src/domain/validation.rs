@@ -29,10 +29,11 @@ impl Fields {
     /// Parses `body` as a JSON object that holds only `allowed` keys. A body that is not one
     /// is refused in plain words that say what was expected.
     pub fn parse(body: &[u8], allowed: &[&str]) -> Result<Self, Vec<FieldError>> {
-        let expected = format!("a JSON object with fields among {}", allowed.join(", "));
+        // Built only when a body is refused.
+        let expected = || format!("a JSON object with fields among {}", allowed.join(", "));
         let refuse = |what: String| vec![FieldError::new("body", what)];
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(refuse(format!("is empty: expected {expected}")));
+            return Err(refuse(format!("is empty: expected {}", expected())));
         }
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             let problem = match e.classify() {
@@ -43,10 +44,10 @@ impl Fields {
                     e.column()
                 ),
             };
-            refuse(format!("{problem}: expected {expected}"))
+            refuse(format!("{problem}: expected {}", expected()))
         })?;
         let Value::Object(object) = value else {
-            return Err(refuse(format!("must be {expected}")));
+            return Err(refuse(format!("must be {}", expected())));
         };
         let errors: Vec<FieldError> = object
             .keys()

@@ -22,7 +22,7 @@ use crate::adapters::aws::{
 use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
 use crate::delivery::Deliverer;
-use crate::domain::id::fill_random;
+use crate::domain::id::random_hex;
 use crate::domain::OrgId;
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
 use crate::publish::relay_pending_events;
@@ -51,8 +51,9 @@ pub enum LocalError {
     Setup(String),
 }
 
-/// `webhooks-local`: the whole system on this machine, and the tools to try it.
-#[derive(Debug, Parser)]
+/// `webhooks-local`: the whole system on this machine, and the tools to try it. No `Debug`:
+/// some commands hold the JWT secret.
+#[derive(Parser)]
 #[command(
     name = "webhooks-local",
     version,
@@ -67,7 +68,7 @@ pub struct Cli {
     serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run the API, the delivery worker and the outbox relay (the default)
     Serve(ServeArgs),
@@ -83,7 +84,7 @@ enum Command {
     Listen(ListenArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct ServeArgs {
     /// Port on 127.0.0.1 (0: any free port)
     #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
@@ -98,7 +99,7 @@ struct ServeArgs {
 }
 
 /// Where a running webhooks-local is, and as whom to call it.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct Caller {
     /// The organization (the token's org claim)
     #[arg(long, default_value = "demo", value_parser = parse_org)]
@@ -111,7 +112,7 @@ struct Caller {
     jwt_secret: String,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct TokenArgs {
     /// The organization the token acts for
     #[arg(long, value_parser = parse_org)]
@@ -121,7 +122,7 @@ struct TokenArgs {
     jwt_secret: String,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct ReceiveArgs {
     /// Port on 127.0.0.1 (0: any free port)
     #[arg(long, env = "PORT", default_value_t = 9000)]
@@ -134,13 +135,13 @@ struct ReceiveArgs {
     status: u16,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct TriggerArgs {
     #[command(flatten)]
     caller: Caller,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 struct ListenArgs {
     /// Where verified deliveries are forwarded (their body and webhook-* headers)
     #[arg(long, value_parser = parse_http_url)]
@@ -153,12 +154,7 @@ struct ListenArgs {
 }
 
 fn parse_org(text: &str) -> Result<OrgId, String> {
-    OrgId::parse(text).ok_or_else(|| {
-        format!(
-            "not a valid organization id: 1 to {} characters, without `#`, `|` or control characters",
-            OrgId::MAX_LEN
-        )
-    })
+    OrgId::parse(text).ok_or_else(|| format!("not a valid organization id: {}", OrgId::RULE))
 }
 
 fn parse_http_url(text: &str) -> Result<String, String> {
@@ -253,9 +249,8 @@ async fn serve(args: ServeArgs) -> Result<(), LocalError> {
     let (jwt_secret, generated) = match ProcessEnv.get(JWT_SECRET_VAR) {
         Some(secret) => (secret, false),
         None => {
-            let mut bytes = [0u8; 24];
-            fill_random(&mut bytes).map_err(|e| LocalError::Setup(e.to_string()))?;
-            (bytes.iter().map(|b| format!("{b:02x}")).collect(), true)
+            let secret = random_hex(24).map_err(|e| LocalError::Setup(e.to_string()))?;
+            (secret, true)
         }
     };
     let listener = bind(port).await?;

@@ -93,13 +93,13 @@ where
                 api::create_webhook(store, cipher, config, request).await
             }
             (&Method::GET, ["webhooks"]) => api::list_webhooks(store, config, request).await,
-            (&Method::GET, ["webhooks", id]) => {
+            (&Method::GET, ["webhooks", id]) if !id.is_empty() => {
                 api::get_webhook(store, config, with_id(request, id)).await
             }
-            (&Method::PATCH, ["webhooks", id]) => {
+            (&Method::PATCH, ["webhooks", id]) if !id.is_empty() => {
                 api::update_webhook(store, config, with_id(request, id)).await
             }
-            (&Method::DELETE, ["webhooks", id]) => {
+            (&Method::DELETE, ["webhooks", id]) if !id.is_empty() => {
                 api::delete_webhook(store, config, with_id(request, id)).await
             }
             (&Method::POST, ["bookings"]) => {

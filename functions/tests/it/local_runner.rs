@@ -523,7 +523,17 @@ async fn every_401_names_its_cause_and_carries_a_bearer_challenge() {
             );
             assert!(challenge.contains("error_description="), "{challenge}");
         }
-        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let text = response.text().await.unwrap();
+        // Nothing of the token comes back, in the challenge or the body.
+        if let Some(token) = authorization.as_deref().and_then(|a| a.split(' ').nth(1)) {
+            if !token.is_empty() {
+                assert!(
+                    !challenge.contains(token) && !text.contains(token),
+                    "{text}"
+                );
+            }
+        }
+        let body: Value = serde_json::from_str(&text).unwrap();
         let message = body["message"].as_str().unwrap();
         assert!(message.contains(cause), "{authorization:?}: {message}");
         if authorization.is_some() && !cause.contains("org") {

@@ -103,20 +103,6 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Refuses every message, as SQS refuses a poisonous body.
-struct RefusingQueue;
-
-impl common::ports::DeliveryQueue for RefusingQueue {
-    async fn enqueue(
-        &self,
-        _: &[common::domain::queue_body::QueueBody],
-    ) -> Result<Vec<usize>, common::error::QueueError> {
-        Err(common::error::QueueError::Unavailable(
-            "InvalidMessageContents".into(),
-        ))
-    }
-}
-
 #[tokio::test]
 async fn the_relay_alarm_counts_what_the_relay_logs() {
     use common::ports::{BookingStore, EndpointStore};
@@ -153,7 +139,12 @@ async fn the_relay_alarm_counts_what_the_relay_logs() {
         .finish();
     let guard = lambda_http::tracing::dispatcher::set_default(&json.into());
     tokio::time::sleep(Duration::from_millis(2)).await;
-    let report = common::publish::relay_pending_events(&store, &RefusingQueue, Duration::ZERO)
+    let local = common::adapters::embedded::LocalQueue::new(Duration::from_secs(30), 3);
+    let refusing = common::testing::RefusingQueue {
+        inner: &local,
+        refused_org: None,
+    };
+    let report = common::publish::relay_pending_events(&store, &refusing, Duration::ZERO)
         .await
         .unwrap();
     drop(guard);

@@ -944,28 +944,6 @@ async fn a_booking_holding_characters_sqs_refuses_is_delivered_intact() {
     assert_eq!(payload["data"]["booking"]["customerName"], "Ada \u{FFFE}");
 }
 
-/// A queue that refuses every message for one org, as SQS refused the bodies of a tenant's
-/// poisonous events: publishing that org's events always fails.
-struct RefusingQueue<'a> {
-    inner: &'a SqsDeliveryQueue,
-    refused_org: &'static str,
-}
-
-impl DeliveryQueue for RefusingQueue<'_> {
-    async fn enqueue(
-        &self,
-        bodies: &[common::domain::queue_body::QueueBody],
-    ) -> Result<Vec<usize>, common::error::QueueError> {
-        let marker = format!("\"orgId\":\"{}\"", self.refused_org);
-        if bodies.iter().any(|b| b.as_str().contains(&marker)) {
-            return Err(common::error::QueueError::Unavailable(
-                "InvalidMessageContents".into(),
-            ));
-        }
-        self.inner.enqueue(bodies).await
-    }
-}
-
 #[tokio::test]
 async fn events_that_keep_failing_are_set_aside_and_a_backlog_drains_in_one_run() {
     let world = World::new(LOCAL, "30s").await;
@@ -1004,9 +982,9 @@ async fn events_that_keep_failing_are_set_aside_and_a_backlog_drains_in_one_run(
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let queue = RefusingQueue {
+    let queue = common::testing::RefusingQueue {
         inner: &world.queue.producer,
-        refused_org: "org_poison",
+        refused_org: Some("org_poison"),
     };
     let report = relay_pending_events(&world.store, &queue, Duration::ZERO)
         .await
