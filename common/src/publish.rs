@@ -200,17 +200,7 @@ pub async fn relay_pending_events(
     queue: &impl DeliveryQueue,
     min_age: Duration,
 ) -> Result<RelayReport, StoreError> {
-    relay_within(store, queue, min_age, RELAY_TIME_BUDGET).await
-}
-
-/// [`relay_pending_events`] with another time budget.
-pub async fn relay_within(
-    store: &(impl EndpointStore + EventOutbox),
-    queue: &impl DeliveryQueue,
-    min_age: Duration,
-    budget: Duration,
-) -> Result<RelayReport, StoreError> {
-    let deadline = tokio::time::Instant::now() + budget;
+    let deadline = tokio::time::Instant::now() + RELAY_TIME_BUDGET;
     let mut report = RelayReport::default();
     // An event seen once in this run is not taken again by it: one whose clear or set-aside
     // failed stays due, and must not be published over and over until the budget is spent.

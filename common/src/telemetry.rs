@@ -17,15 +17,19 @@ use lambda_runtime::tracing::subscriber::fmt::MakeWriter;
 use lambda_runtime::tracing::subscriber::layer::SubscriberExt;
 use lambda_runtime::tracing::subscriber::util::SubscriberInitExt;
 use lambda_runtime::tracing::subscriber::{self as subscriber};
-use tracing::{Level, Metadata};
+use tracing::{Level, Metadata, Subscriber};
 
-/// Installs the subscriber, writing to stdout (what Lambda sends to CloudWatch Logs).
+/// Installs the subscriber, writing to stdout (what Lambda sends to CloudWatch Logs), in JSON
+/// when `AWS_LAMBDA_LOG_FORMAT` is `JSON`. A second install (tests in one process) keeps the
+/// first.
 pub fn init_subscriber() {
-    init_subscriber_with_writer(std::io::stdout);
+    let json = env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = subscriber(std::io::stdout, json).try_init();
 }
 
-/// Installs the subscriber with another writer (the local runner and tests).
-pub fn init_subscriber_with_writer<W>(writer: W)
+/// The subscriber [`init_subscriber`] installs, with another writer: tests hold the log
+/// shape that alarms and metric filters read to the production one.
+pub fn subscriber<W>(writer: W, json: bool) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
@@ -43,13 +47,11 @@ where
         .with_env_filter(env_filter)
         .with_writer(writer);
     let ceiling = filter_fn(below_the_secret_ceiling);
-    let json = env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    // `try_init`: a second install (tests in one process) keeps the first.
-    let _ = if json {
-        builder.json().finish().with(ceiling).try_init()
+    if json {
+        Box::new(builder.json().finish().with(ceiling))
     } else {
-        builder.finish().with(ceiling).try_init()
-    };
+        Box::new(builder.finish().with(ceiling))
+    }
 }
 
 /// Whether an event may be logged: any level from this project's code, at most INFO from

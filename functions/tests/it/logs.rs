@@ -106,7 +106,6 @@ impl std::io::Write for Captured {
 #[tokio::test]
 async fn the_relay_alarm_counts_what_the_relay_logs() {
     use common::ports::{BookingStore, EndpointStore};
-    use lambda_http::tracing::subscriber;
 
     let store = common::adapters::embedded::MemoryStore::new();
     let org = crate::contract_store::org("org_alarm");
@@ -131,12 +130,7 @@ async fn the_relay_alarm_counts_what_the_relay_logs() {
     // The JSON format Lambda's `LogFormat: JSON` selects (AWS_LAMBDA_LOG_FORMAT).
     let captured = Captured::default();
     let writer = captured.clone();
-    let json = subscriber::fmt()
-        .json()
-        .with_target(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
+    let json = common::telemetry::subscriber(move || writer.clone(), true);
     let guard = lambda_http::tracing::dispatcher::set_default(&json.into());
     tokio::time::sleep(Duration::from_millis(2)).await;
     let local = common::adapters::embedded::LocalQueue::new(Duration::from_secs(30), 3);
