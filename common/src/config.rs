@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::domain::retry::RetrySchedule;
+use crate::domain::delivery::CircuitPolicy;
+use crate::domain::retry::{parse_duration, RetrySchedule};
 use crate::domain::target::TargetPolicy;
 
 pub const TABLE_NAME: &str = "TABLE_NAME";
@@ -21,6 +22,10 @@ pub const SECRET_CACHE_TTL_SECS: &str = "WEBHOOKS_SECRET_CACHE_TTL_SECS";
 pub const PUBLISH_TIMEOUT_SECS: &str = "WEBHOOKS_PUBLISH_TIMEOUT_SECS";
 pub const RELAY_MIN_AGE_SECS: &str = "WEBHOOKS_RELAY_MIN_AGE_SECS";
 pub const MAX_ENDPOINTS_PER_ORG: &str = "WEBHOOKS_MAX_ENDPOINTS_PER_ORG";
+pub const CIRCUIT_FAILURES: &str = "WEBHOOKS_CIRCUIT_FAILURES";
+pub const CIRCUIT_OPEN_SECS: &str = "WEBHOOKS_CIRCUIT_OPEN_SECS";
+pub const DISABLE_AFTER: &str = "WEBHOOKS_DISABLE_AFTER";
+pub const RETENTION_DAYS: &str = "WEBHOOKS_RETENTION_DAYS";
 
 pub const DEFAULT_ORG_ID_CLAIM: &str = "org_id";
 pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u64 = 100;
@@ -151,14 +156,19 @@ pub struct DeliveryConfig {
     /// How many records of a batch are delivered at once.
     pub concurrency: usize,
     pub secret_cache_ttl: Duration,
+    pub circuit: CircuitPolicy,
+    /// An endpoint that has failed for this long without a single success is disabled
+    /// (`disabledReason: "failing"`).
+    pub disable_after: Duration,
+    /// How long attempt records and message states are kept (the table's TTL).
+    pub retention: Duration,
 }
 
 impl DeliveryConfig {
-    /// The most a batch may take: one record's HTTP attempt and its store, KMS and queue calls.
-    /// With the default 15 s request timeout: 23 s, inside the delivery function's 30 s. Records
-    /// beyond the concurrency bound share it, so keep the concurrency at the batch size (10).
+    /// How long the attempts of a batch may take where no invocation deadline sets it (the
+    /// local runner): one record's connect and request timeouts and its store and KMS calls.
     pub fn record_budget(&self) -> std::time::Duration {
-        self.request_timeout + std::time::Duration::from_secs(8)
+        self.connect_timeout + self.request_timeout + std::time::Duration::from_secs(8)
     }
 
     pub fn from_source(source: &impl Source) -> Result<Self, ConfigError> {
@@ -191,6 +201,20 @@ impl DeliveryConfig {
                 300,
                 0..=3600,
             )?),
+            circuit: CircuitPolicy {
+                failures: number(source, CIRCUIT_FAILURES, 5, 1..=1000)? as u32,
+                open_for: Duration::from_secs(number(source, CIRCUIT_OPEN_SECS, 60, 1..=3600)?),
+            },
+            disable_after: match source.get(DISABLE_AFTER) {
+                None => Duration::from_secs(5 * 86_400),
+                Some(text) => parse_duration(&text)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: DISABLE_AFTER,
+                        reason: format!("expected a duration like 5d, 36h or 90s, got {text:?}"),
+                    })?,
+            },
+            retention: Duration::from_secs(number(source, RETENTION_DAYS, 30, 1..=365)? * 86_400),
         })
     }
 }
@@ -217,6 +241,13 @@ mod tests {
         assert_eq!(delivery.schedule, RetrySchedule::default());
         assert_eq!(delivery.request_timeout, Duration::from_secs(15));
         assert_eq!(delivery.connect_timeout, Duration::from_secs(5));
+        assert_eq!(delivery.circuit.failures, 5);
+        assert_eq!(delivery.disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(delivery.retention, Duration::from_secs(30 * 86_400));
+        let short = DeliveryConfig::from_source(&source(&[(DISABLE_AFTER, "1m30s")])).unwrap();
+        assert_eq!(short.disable_after, Duration::from_secs(90));
+        let err = DeliveryConfig::from_source(&source(&[(DISABLE_AFTER, "5 days")])).unwrap_err();
+        assert!(err.to_string().contains(DISABLE_AFTER));
     }
 
     #[test]

@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::delivery::DeadLetter;
 use crate::domain::booking::Booking;
+use crate::domain::delivery::{
+    AttemptRecord, DeadLetter, DisabledReason, EndpointHealth, HealthChange, LogEntry,
+    MessageRecord,
+};
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
-use crate::domain::id::{EndpointId, EventId};
+use crate::domain::id::{EndpointId, EventId, MessageId};
 use crate::domain::queue_body::QueueBody;
 use crate::domain::OrgId;
 use crate::error::{CipherError, QueueError, StoreError};
@@ -57,6 +60,8 @@ pub trait EndpointStore: Send + Sync {
     ) -> impl Future<Output = Result<EndpointPage, StoreError>> + Send;
 
     /// Applies `changes` to an existing endpoint; `None` when there is no such endpoint in `org`.
+    /// `disabled: true` records the reason `manual` and the time; `disabled: false` clears
+    /// both and resets the endpoint's health (a fresh start, circuit closed).
     fn update_endpoint(
         &self,
         org: &OrgId,
@@ -72,6 +77,28 @@ pub trait EndpointStore: Send + Sync {
         &self,
         org: &OrgId,
         id: &EndpointId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Applies a health change atomically (see [`HealthChange`]) and returns the health after
+    /// it; `None` when there is no such endpoint, or when the change's condition did not hold
+    /// (the circuit already open, the probe already taken).
+    fn change_health(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        change: HealthChange,
+    ) -> impl Future<Output = Result<Option<EndpointHealth>, StoreError>> + Send;
+
+    /// Disables an enabled endpoint with `reason` at `at` (RFC 3339). With
+    /// `failing_since_before` (Unix ms), only if its current failure streak began before then,
+    /// so a success that lands meanwhile keeps it enabled. `false` when nothing changed.
+    fn disable_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        reason: DisabledReason,
+        at: &str,
+        failing_since_before: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Every enabled endpoint of `org` subscribed to `event_type`, all pages read.
@@ -124,6 +151,31 @@ pub trait EventOutbox: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// The delivery log: every attempt, and where each message stands, under its org. Entries
+/// expire at their `expires_at` (the table's TTL).
+pub trait DeliveryLog: Send + Sync {
+    /// Writes attempt records and the message states they lead to, in as few calls as the
+    /// store allows (DynamoDB: `BatchWriteItem`, 25 items a call). Writing an attempt again
+    /// (the same message and number, after a crash) replaces it.
+    fn record(&self, entries: &[LogEntry]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The attempts of one message, in attempt order.
+    fn attempts_of(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
+
+    /// Where one message stands; `None` before its first attempt or after it expired.
+    fn message_record(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+}
+
 /// Whom a secret belongs to. Bound into its ciphertext, so a ciphertext moved to another
 /// endpoint's row or another org does not decrypt.
 #[derive(Clone, Copy, Debug)]
@@ -157,18 +209,30 @@ pub trait DeliveryQueue: Send + Sync {
     ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
 }
 
-/// The consumer side: what the delivery worker does with a message it could not deliver.
-pub trait RetryControl: Send + Sync {
-    /// Makes the received message (named by its receipt handle) visible again after `delay`.
-    fn retry_later(
-        &self,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+/// Most delay a queue message can be sent with (SQS `DelaySeconds`: 900).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
-    /// Parks a message that will not be retried, with what is needed to replay it.
+/// The consumer side: how the delivery worker settles what it received. Each call takes up to
+/// [`MAX_ENQUEUE_BATCH`] items and returns the indexes of those that failed.
+pub trait QueueConsumer: Send + Sync {
+    /// Deletes received messages, named by their receipt handles (a stale handle is no
+    /// failure).
+    fn acknowledge(
+        &self,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
+
+    /// Sends bodies to the delivery queue, each hidden for its delay (at most
+    /// [`MAX_QUEUE_DELAY`]; longer is cut to it). A rescheduled message is a new queue
+    /// message: it leaves the in-flight pool at once and its receive count starts over.
+    fn reschedule(
+        &self,
+        messages: &[(QueueBody, Duration)],
+    ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
+
+    /// Parks messages that will not be retried in the dead-letter queue.
     fn dead_letter(
         &self,
-        letter: &DeadLetter,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+        letters: &[DeadLetter],
+    ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send;
 }

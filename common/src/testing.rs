@@ -200,6 +200,9 @@ pub async fn seed_endpoint(
         events: vec![EventType::BookingCreated],
         description: String::new(),
         disabled: false,
+        disabled_reason: None,
+        disabled_at: None,
+        health: Default::default(),
         created_at: "2030-01-01T00:00:00.000Z".into(),
         updated_at: "2030-01-01T00:00:00.000Z".into(),
     };

@@ -23,6 +23,14 @@ pub fn format_rfc3339(at: OffsetDateTime) -> String {
     )
 }
 
+/// Unix milliseconds as [`format_rfc3339`] writes them.
+pub fn rfc3339_from_millis(millis: u64) -> String {
+    let nanos = i128::from(millis) * 1_000_000;
+    format_rfc3339(
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 pub fn unix_millis_now() -> u64 {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     u64::try_from(nanos / 1_000_000).unwrap_or(0)

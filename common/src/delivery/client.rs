@@ -11,26 +11,41 @@ use reqwest::StatusCode;
 use url::{Host, Url};
 
 use crate::config::DeliveryConfig;
+use crate::domain::delivery::{truncate, ErrorClass, MAX_RECORDED_RESPONSE};
 use crate::domain::retry::parse_retry_after;
 use crate::domain::target::TargetPolicy;
 
 pub const USER_AGENT_VALUE: &str = concat!("serverless-webhooks/", env!("CARGO_PKG_VERSION"));
-/// How much of a subscriber's response body is read (for the log); the rest is dropped.
-pub const MAX_RESPONSE_BODY: usize = 4 * 1024;
+/// How much of a subscriber's response body is read (for the attempt record); the rest is
+/// dropped unread.
+pub const MAX_RESPONSE_BODY: usize = MAX_RECORDED_RESPONSE;
 
 /// What one POST came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttemptOutcome {
+pub enum PostOutcome {
     /// A 2xx.
     Delivered { status: u16 },
     /// 410 Gone: the subscriber asks us to stop.
     Gone,
-    /// Any other status, a timeout, a refused target or a connection error.
+    /// The target rules refused the URL or every address it resolves to; nothing was sent.
+    Refused { error: String },
+    /// Any other status, a timeout or a connection error.
     Failed {
         status: Option<u16>,
+        class: ErrorClass,
         error: String,
+        /// The subscriber's `Retry-After` (429 and 503), seconds or an HTTP date.
         retry_after: Option<Duration>,
     },
+}
+
+/// A POST's outcome, how long it took, and the start of what the subscriber answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostResult {
+    pub outcome: PostOutcome,
+    pub latency: Duration,
+    /// Up to [`MAX_RESPONSE_BODY`] bytes, lossy UTF-8; `None` when there was no response.
+    pub response_body: Option<String>,
 }
 
 /// The signed request, ready to send.
@@ -131,16 +146,20 @@ impl WebhookClient {
         Ok(url)
     }
 
-    pub async fn post(&self, request: SignedRequest<'_>) -> AttemptOutcome {
+    pub async fn post(&self, request: SignedRequest<'_>) -> PostResult {
+        let started = tokio::time::Instant::now();
+        let (outcome, response_body) = self.send(request).await;
+        PostResult {
+            outcome,
+            latency: started.elapsed(),
+            response_body,
+        }
+    }
+
+    async fn send(&self, request: SignedRequest<'_>) -> (PostOutcome, Option<String>) {
         let url = match self.vet_url(request.url) {
             Ok(url) => url,
-            Err(error) => {
-                return AttemptOutcome::Failed {
-                    status: None,
-                    error,
-                    retry_after: None,
-                }
-            }
+            Err(error) => return (PostOutcome::Refused { error }, None),
         };
         let sent = self
             .http
@@ -155,13 +174,7 @@ impl WebhookClient {
             .await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(error) => {
-                return AttemptOutcome::Failed {
-                    status: None,
-                    error: describe_send_error(&error),
-                    retry_after: None,
-                }
-            }
+            Err(error) => return (describe_send_error(&error), None),
         };
         let status = response.status();
         let retry_after = response
@@ -169,32 +182,35 @@ impl WebhookClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-        let snippet = read_snippet(&mut response).await;
-        if status.is_success() {
-            AttemptOutcome::Delivered {
+        let body = read_body_start(&mut response).await;
+        let outcome = if status.is_success() {
+            PostOutcome::Delivered {
                 status: status.as_u16(),
             }
         } else if status == StatusCode::GONE {
-            AttemptOutcome::Gone
+            PostOutcome::Gone
         } else {
             let mut error = format!("HTTP {}", status.as_u16());
+            let snippet = one_line(&body, 200);
             if status.is_redirection() {
                 error.push_str(" (redirects are not followed)");
             } else if !snippet.is_empty() {
                 error.push_str(": ");
                 error.push_str(&snippet);
             }
-            AttemptOutcome::Failed {
+            PostOutcome::Failed {
                 status: Some(status.as_u16()),
+                class: ErrorClass::HttpStatus,
                 error,
                 retry_after,
             }
-        }
+        };
+        (outcome, Some(body))
     }
 }
 
-/// Up to [`MAX_RESPONSE_BODY`] bytes of the body, as text on one line.
-async fn read_snippet(response: &mut reqwest::Response) -> String {
+/// Up to [`MAX_RESPONSE_BODY`] bytes of the body, lossy UTF-8, cut at a character boundary.
+async fn read_body_start(response: &mut reqwest::Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < MAX_RESPONSE_BODY {
         match response.chunk().await {
@@ -203,32 +219,44 @@ async fn read_snippet(response: &mut reqwest::Response) -> String {
         }
     }
     bytes.truncate(MAX_RESPONSE_BODY);
-    let text = String::from_utf8_lossy(&bytes);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    one_line.chars().take(200).collect()
+    truncate(&String::from_utf8_lossy(&bytes), MAX_RESPONSE_BODY)
 }
 
-fn describe_send_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
+/// The first `max` characters of `text`, its whitespace runs made single spaces.
+fn one_line(text: &str, max: usize) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(max).collect()
+}
+
+fn describe_send_error(error: &reqwest::Error) -> PostOutcome {
+    let (class, kind) = if error.is_timeout() {
+        (ErrorClass::Timeout, "timed out")
     } else if error.is_connect() {
-        "connection failed"
+        (ErrorClass::Connection, "connection failed")
     } else {
-        "request failed"
+        (ErrorClass::Request, "request failed")
     };
     let mut detail = String::new();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {
         if inner.downcast_ref::<NoPublicAddress>().is_some() {
-            return format!("refused target: {inner}");
+            return PostOutcome::Refused {
+                error: format!("refused target: {inner}"),
+            };
         }
         detail = inner.to_string();
         source = inner.source();
     }
-    if detail.is_empty() {
+    let error = if detail.is_empty() {
         kind.to_owned()
     } else {
         format!("{kind}: {detail}")
+    };
+    PostOutcome::Failed {
+        status: None,
+        class,
+        error,
+        retry_after: None,
     }
 }
 

@@ -1,4 +1,6 @@
-//! The delivery worker: one attempt per received message, and what happens after it.
+//! The delivery worker: one attempt per received message, after which the message is settled
+//! at once: acknowledged, re-sent for its next attempt (out of the queue's in-flight pool), or
+//! dead-lettered. The attempt number travels in the message; every attempt is recorded.
 //!
 //! The same [`Deliverer::process_batch`] serves the `deliver-webhooks` Lambda (records from an
 //! SQS event) and the local runner (records from the embedded queue).
@@ -10,67 +12,100 @@ use std::time::Duration;
 
 pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::stream::{self, StreamExt};
-use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
+pub use crate::domain::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
 pub use client::{
-    resolve_vetted, AttemptOutcome, ClientBuildError, SignedRequest, WebhookClient,
+    resolve_vetted, ClientBuildError, PostOutcome, PostResult, SignedRequest, WebhookClient,
     USER_AGENT_VALUE,
 };
 use secrets::SecretCache;
 
 use crate::config::DeliveryConfig;
-use crate::domain::endpoint::EndpointChanges;
+use crate::domain::delivery::{
+    AttemptRecord, CircuitGate, DisabledReason, EndpointHealth, ErrorClass, HealthChange, LogEntry,
+    MessageRecord, MessageState, Outcome,
+};
+use crate::domain::endpoint::Endpoint;
 use crate::domain::event::DeliveryMessage;
+use crate::domain::queue_body::QueueBody;
 use crate::domain::retry::{human_duration, NextStep};
 use crate::domain::signature::sign;
 use crate::domain::OrgId;
-use crate::ports::{EndpointStore, RetryControl, SecretCipher, SecretContext};
-use crate::time::{now_rfc3339, unix_seconds_now};
+use crate::ports::{
+    DeliveryLog, EndpointStore, QueueConsumer, SecretCipher, SecretContext, MAX_ENQUEUE_BATCH,
+};
+use crate::time::{now_rfc3339, rfc3339_from_millis, unix_millis_now, unix_seconds_now};
 
-/// One received queue message.
-#[derive(Clone, Debug)]
-pub struct QueueRecord {
-    /// The queue's own id for the message (what `batchItemFailures` names).
-    pub queue_message_id: String,
-    pub receipt_handle: String,
-    /// 1 on the first delivery attempt (`ApproximateReceiveCount`).
-    pub receive_count: u32,
-    pub body: String,
+/// Kept free at the end of an invocation for settling what was attempted (the store and queue
+/// calls after the attempts); the attempts themselves must end before it.
+pub const SETTLE_MARGIN: Duration = Duration::from_secs(5);
+/// How long a message waits when the store or KMS could not be reached. No attempt is counted:
+/// the subscriber was never tried.
+pub const POSTPONE_DELAY: Duration = Duration::from_secs(30);
+/// A message due within this is attempted now rather than sent on another hop.
+const DUE_TOLERANCE_MILLIS: u64 = 1_000;
+/// While an endpoint is healthy, a success refreshes its `lastSuccessAt` at most this often
+/// (one store write per minute, not per delivery).
+const SUCCESS_REFRESH_MILLIS: u64 = 60_000;
+
+/// What becomes of a received record.
+enum Settle {
+    /// Deleted: delivered, gone or dropped.
+    Acknowledge,
+    /// Sent again to the delivery queue, hidden for `delay` (its next attempt, a hop towards
+    /// it, or a postponed try); the received one is then deleted.
+    Reschedule { body: QueueBody, delay: Duration },
+    /// Sent to the dead-letter queue; the received one is then deleted.
+    DeadLetter(DeadLetter),
+    /// Left to the queue, which hands it out again after its visibility timeout.
+    Leave,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DeadLetterReason {
-    /// Every attempt of the schedule failed.
-    RetriesExhausted,
-    /// The queue message is not a delivery message, or names no valid org; it can never be
-    /// delivered as it is.
-    Unreadable,
-    /// The endpoint's secret no longer decrypts; retrying will not help.
-    SecretUnusable,
+struct Decided {
+    record: QueueRecord,
+    settle: Settle,
+    log: Option<LogEntry>,
 }
 
-/// What the dead-letter queue holds: the message, to replay it, and why it stopped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
-    pub reason: DeadLetterReason,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub dead_lettered_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<DeliveryMessage>,
-    /// The body as received, when it could not be read as a message.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_body: Option<String>,
+/// What one try of a message came to.
+enum Tried {
+    /// The store or KMS could not be reached: nothing was attempted.
+    Postponed(String),
+    Attempted(Facts),
 }
 
-/// Whether the queue should forget the record (acknowledged) or hand it out again later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settlement {
-    Acknowledged,
-    RetryLater,
+/// The facts of one attempt.
+struct Facts {
+    outcome: Outcome,
+    status: Option<u16>,
+    class: Option<ErrorClass>,
+    error: Option<String>,
+    latency: Duration,
+    response_body: Option<String>,
+    retry_after: Option<Duration>,
+    /// Retrying cannot help: dead-letter now, for this reason.
+    dead: Option<DeadLetterReason>,
+}
+
+impl Facts {
+    fn unsent(outcome: Outcome, class: ErrorClass, error: String) -> Self {
+        Self {
+            outcome,
+            status: None,
+            class: Some(class),
+            error: Some(error),
+            latency: Duration::ZERO,
+            response_body: None,
+            retry_after: None,
+            dead: None,
+        }
+    }
+
+    fn dead(mut self, reason: DeadLetterReason) -> Self {
+        self.dead = Some(reason);
+        self
+    }
 }
 
 pub struct Deliverer<S, C> {
@@ -81,7 +116,7 @@ pub struct Deliverer<S, C> {
     secrets: SecretCache,
 }
 
-impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
+impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
     pub fn new(store: S, cipher: C, config: DeliveryConfig) -> Result<Self, ClientBuildError> {
         Ok(Self {
             client: WebhookClient::new(&config)?,
@@ -96,42 +131,53 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
         &self.cipher
     }
 
-    /// Settles every record, at most `concurrency` at a time, and returns the queue ids of those
-    /// to be handed out again.
-    pub async fn process_batch(
-        &self,
-        control: &impl RetryControl,
-        records: Vec<QueueRecord>,
-    ) -> Vec<String> {
-        // One deadline for the whole batch, whatever the concurrency: the function must answer
-        // before its own timeout, or every record, delivered or not, would be handed out again.
-        let budget = self.config.record_budget();
-        let deadline = tokio::time::Instant::now() + budget;
-        stream::iter(records)
-            .map(|record| async move {
-                let settlement = match tokio::time::timeout_at(deadline, self.settle(control, &record)).await {
-                    Ok(settlement) => settlement,
-                    Err(_) => {
-                        tracing::error!(queue_message_id = %record.queue_message_id, "not settled within the batch's {budget:?}; retried after the queue's visibility timeout");
-                        Settlement::RetryLater
-                    }
-                };
-                (record.queue_message_id, settlement)
-            })
-            .buffer_unordered(self.config.concurrency)
-            .filter_map(|(id, settlement)| async move {
-                (settlement == Settlement::RetryLater).then_some(id)
-            })
-            .collect()
-            .await
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
     }
 
-    /// The `deliver-webhooks` handler: an SQS event in, the records to retry out.
+    /// Attempts every record, at most `concurrency` at a time, and settles each group of
+    /// records whose attempts ended together as soon as they end: one store write for their
+    /// attempt records, then their re-sends and dead letters, then one delete, so a slow
+    /// subscriber holds only its own records. An attempt still running at `deadline` is
+    /// abandoned and its record left to the queue. Returns the queue ids of the records left
+    /// to the queue.
+    pub async fn process_batch(
+        &self,
+        consumer: &impl QueueConsumer,
+        records: Vec<QueueRecord>,
+        deadline: Instant,
+    ) -> Vec<String> {
+        let mut decided = stream::iter(records)
+            .map(|record| async move {
+                match tokio::time::timeout_at(deadline, self.decide(&record)).await {
+                    Ok((settle, log)) => Decided { record, settle, log },
+                    Err(_) => {
+                        tracing::error!(queue_message_id = %record.queue_message_id, "not attempted before the invocation's deadline; the queue hands it out again after its visibility timeout, for the same attempt");
+                        Decided { record, settle: Settle::Leave, log: None }
+                    }
+                }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .ready_chunks(MAX_ENQUEUE_BATCH);
+        let mut left = Vec::new();
+        while let Some(group) = decided.next().await {
+            left.extend(self.settle(consumer, group).await);
+        }
+        left
+    }
+
+    /// The `deliver-webhooks` handler: an SQS event in, the records left to the queue out.
+    /// `deadline_epoch_millis` is the invocation's own deadline (its context's `deadline`, Unix
+    /// ms); attempts end [`SETTLE_MARGIN`] before it, so what they came to is settled in time.
     pub async fn handle_sqs_event(
         &self,
-        control: &impl RetryControl,
+        consumer: &impl QueueConsumer,
         event: SqsEvent,
+        deadline_epoch_millis: u64,
     ) -> SqsBatchResponse {
+        let remaining =
+            Duration::from_millis(deadline_epoch_millis.saturating_sub(unix_millis_now()));
+        let deadline = Instant::now() + remaining.saturating_sub(SETTLE_MARGIN);
         let mut response = SqsBatchResponse::default();
         let mut records = Vec::with_capacity(event.records.len());
         for message in event.records {
@@ -153,130 +199,340 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
                 body: message.body.unwrap_or_default(),
             });
         }
-        for id in self.process_batch(control, records).await {
+        for id in self.process_batch(consumer, records, deadline).await {
             response.add_failure(id);
         }
         response
     }
 
-    /// Delivers one record and settles it with the queue.
-    pub async fn settle(&self, control: &impl RetryControl, record: &QueueRecord) -> Settlement {
+    /// Writes the group's log, sends its re-sends and dead letters, and deletes every record
+    /// that is now settled. Returns the queue ids of the records left to the queue.
+    async fn settle(&self, consumer: &impl QueueConsumer, group: Vec<Decided>) -> Vec<String> {
+        // The log first: a crash after it repeats the attempt, whose record is then written
+        // again under the same key; a crash before it loses nothing but the record.
+        let entries: Vec<LogEntry> = group.iter().filter_map(|d| d.log.clone()).collect();
+        if !entries.is_empty() {
+            if let Err(error) = self.store.record(&entries).await {
+                tracing::error!(%error, attempts = entries.len(), "could not write attempt records; the messages are settled all the same");
+            }
+        }
+        let mut settled: Vec<bool> = group
+            .iter()
+            .map(|d| !matches!(d.settle, Settle::Leave))
+            .collect();
+        let (resend_at, resends): (Vec<usize>, Vec<(QueueBody, Duration)>) = group
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.settle {
+                Settle::Reschedule { body, delay } => Some((i, (body.clone(), *delay))),
+                _ => None,
+            })
+            .unzip();
+        if !resends.is_empty() {
+            let failed = consumer.reschedule(&resends).await.unwrap_or_else(|error| {
+                tracing::error!(%error, "could not re-send messages for their next attempt; they come back after the visibility timeout");
+                (0..resends.len()).collect()
+            });
+            for index in failed {
+                settled[resend_at[index]] = false;
+            }
+        }
+        let (letter_at, letters): (Vec<usize>, Vec<DeadLetter>) = group
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.settle {
+                Settle::DeadLetter(letter) => Some((i, letter.clone())),
+                _ => None,
+            })
+            .unzip();
+        if !letters.is_empty() {
+            let failed = consumer.dead_letter(&letters).await.unwrap_or_else(|error| {
+                tracing::error!(%error, "could not dead-letter messages; they come back after the visibility timeout");
+                (0..letters.len()).collect()
+            });
+            for index in failed {
+                settled[letter_at[index]] = false;
+            }
+        }
+        let handles: Vec<&str> = group
+            .iter()
+            .zip(&settled)
+            .filter(|(_, ok)| **ok)
+            .map(|(d, _)| d.record.receipt_handle.as_str())
+            .collect();
+        if !handles.is_empty() {
+            match consumer.acknowledge(&handles).await {
+                Ok(failed) if failed.is_empty() => {}
+                // The Lambda's event source mapping deletes them after the invocation anyway
+                // (they are not reported as failures); elsewhere they come back once.
+                Ok(failed) => tracing::warn!(
+                    count = failed.len(),
+                    "could not delete some settled messages"
+                ),
+                Err(error) => tracing::warn!(%error, "could not delete settled messages"),
+            }
+        }
+        group
+            .into_iter()
+            .zip(settled)
+            .filter(|(_, ok)| !ok)
+            .map(|(d, _)| d.record.queue_message_id)
+            .collect()
+    }
+
+    /// Makes the record's attempt (or finds it is not due yet) and decides what becomes of it.
+    async fn decide(&self, record: &QueueRecord) -> (Settle, Option<LogEntry>) {
         let message = match serde_json::from_str::<DeliveryMessage>(&record.body) {
             Ok(message) => message,
             Err(error) => {
-                tracing::error!(queue_message_id = %record.queue_message_id, %error, "unreadable queue message; dead-lettering it");
+                tracing::error!(queue_message_id = %record.queue_message_id, %error, "unreadable queue message; dead-lettered as it is");
                 let letter = DeadLetter {
+                    body: QueueBody::received(record.body.clone()),
                     reason: DeadLetterReason::Unreadable,
-                    attempts: record.receive_count,
+                    attempts: 0,
                     last_status: None,
                     last_error: Some(format!("unreadable message: {error}")),
                     dead_lettered_at: now_rfc3339(),
-                    message: None,
-                    raw_body: Some(record.body.clone()),
                 };
-                return self.park(control, record, letter).await;
+                return (Settle::DeadLetter(letter), None);
             }
         };
-        let attempt = record.receive_count;
-        match self.attempt(&message).await {
-            Attempt::Done(outcome) => {
-                log_done(&message, attempt, &outcome);
-                Settlement::Acknowledged
-            }
-            Attempt::Unusable(reason, error) => {
-                tracing::error!(message_id = %message.id, endpoint_id = %message.endpoint_id, %error, "dead-lettered: {error}");
-                let letter = DeadLetter {
-                    reason,
-                    attempts: attempt,
-                    last_status: None,
-                    last_error: Some(error),
-                    dead_lettered_at: now_rfc3339(),
-                    message: Some(message),
-                    raw_body: None,
+        let Some(org) = OrgId::parse(&message.org_id) else {
+            // Not dropped: a producer bug must leave a trace an operator can replay from.
+            let error = format!("the message names no valid org ({:?})", message.org_id);
+            tracing::error!(message_id = %message.id, "{error}; dead-lettered");
+            return (
+                self.dead_letter(&message, DeadLetterReason::Unreadable, 0, None, Some(error)),
+                None,
+            );
+        };
+        let now = unix_millis_now();
+        if let Some(due) = message
+            .due_at_millis()
+            .filter(|due| *due > now + DUE_TOLERANCE_MILLIS)
+        {
+            // A hop: not due yet, and the queue's delay reaches 15 min at most.
+            let delay = Duration::from_millis(due - now);
+            return match QueueBody::encode(&message) {
+                Ok(body) => (Settle::Reschedule { body, delay }, None),
+                Err(error) => {
+                    tracing::error!(message_id = %message.id, %error, "could not encode a message again");
+                    (Settle::Leave, None)
+                }
+            };
+        }
+        let attempt = message.attempt.max(1);
+        let started_at = now_rfc3339();
+        let facts = match self.try_once(&org, &message, now).await {
+            Tried::Attempted(facts) => facts,
+            Tried::Postponed(error) => {
+                tracing::error!(message_id = %message.id, endpoint_id = %message.endpoint_id, attempt, "{error}; attempt {attempt} postponed by {}, not counted", human_duration(POSTPONE_DELAY));
+                return match QueueBody::encode(&message) {
+                    Ok(body) => (
+                        Settle::Reschedule {
+                            body,
+                            delay: POSTPONE_DELAY,
+                        },
+                        None,
+                    ),
+                    Err(_) => (Settle::Leave, None),
                 };
-                self.park(control, record, letter).await
             }
-            Attempt::Failed {
-                status,
-                error,
-                retry_after,
-            } => {
-                match self
-                    .config
-                    .schedule
-                    .next_step_jittered(attempt, retry_after)
-                {
-                    NextStep::RetryIn(delay) => {
-                        tracing::warn!(
-                            message_id = %message.id, endpoint_id = %message.endpoint_id, attempt, status, %error,
-                            next_attempt_in = %human_duration(delay),
-                            "attempt {attempt} of {} for {} to {} failed: {error}; next attempt in {}",
-                            self.config.schedule.max_attempts(), message.id, message.endpoint_id, human_duration(delay)
-                        );
-                        if let Err(e) = control.retry_later(&record.receipt_handle, delay).await {
-                            tracing::error!(message_id = %message.id, error = %e, "could not delay the retry; the queue's visibility timeout applies");
-                        }
-                        Settlement::RetryLater
+        };
+        let (id, endpoint) = (&message.id, &message.endpoint_id);
+        let (settle, state, next_attempt_at) = match (facts.outcome, facts.dead) {
+            (_, Some(reason)) => {
+                tracing::error!(message_id = %id, endpoint_id = %endpoint, attempt, error = facts.error.as_deref().unwrap_or(""), "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                (
+                    self.dead_letter(&message, reason, attempt, facts.status, facts.error.clone()),
+                    MessageState::Dead,
+                    None,
+                )
+            }
+            (Outcome::Delivered, None) => {
+                tracing::info!(message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, latency_ms = facts.latency.as_millis() as u64, "delivered {id} ({}) to {endpoint} on attempt {attempt}: HTTP {}", message.event_type, facts.status.unwrap_or_default());
+                (Settle::Acknowledge, MessageState::Delivered, None)
+            }
+            (Outcome::Gone, None) => {
+                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, status = 410, "{endpoint} answered 410 Gone to {id}: endpoint disabled, no retry");
+                (Settle::Acknowledge, MessageState::Failed, None)
+            }
+            (Outcome::Dropped, None) => {
+                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, "dropped {id} for {endpoint}: {}; not retried", facts.error.as_deref().unwrap_or(""));
+                (Settle::Acknowledge, MessageState::Dropped, None)
+            }
+            (_, None) => match self
+                .config
+                .schedule
+                .next_step_jittered(attempt, facts.retry_after)
+            {
+                NextStep::RetryIn(delay) => {
+                    let due =
+                        unix_millis_now() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    tracing::warn!(
+                        message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, outcome = facts.outcome.as_str(),
+                        error = facts.error.as_deref().unwrap_or(""), next_attempt_in = %human_duration(delay),
+                        "attempt {attempt} of {} for {id} to {endpoint} failed: {}; next attempt in {}",
+                        self.config.schedule.max_attempts(), facts.error.as_deref().unwrap_or(""), human_duration(delay)
+                    );
+                    match QueueBody::encode(&message.for_attempt(attempt + 1, due)) {
+                        Ok(body) => (
+                            Settle::Reschedule { body, delay },
+                            MessageState::Pending,
+                            Some(rfc3339_from_millis(due)),
+                        ),
+                        Err(_) => (Settle::Leave, MessageState::Pending, None),
                     }
-                    NextStep::GiveUp => {
-                        tracing::error!(
-                            message_id = %message.id, endpoint_id = %message.endpoint_id, attempt, status, %error,
-                            "attempt {attempt} for {} to {} failed: {error}; no attempts left, dead-lettered",
-                            message.id, message.endpoint_id
-                        );
-                        let letter = DeadLetter {
-                            reason: DeadLetterReason::RetriesExhausted,
-                            attempts: attempt,
-                            last_status: status,
-                            last_error: Some(error),
-                            dead_lettered_at: now_rfc3339(),
-                            message: Some(message),
-                            raw_body: None,
-                        };
-                        self.park(control, record, letter).await
+                }
+                NextStep::GiveUp => {
+                    tracing::error!(
+                        message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, error = facts.error.as_deref().unwrap_or(""),
+                        "attempt {attempt} for {id} to {endpoint} failed: {}; no attempts left, dead-lettered", facts.error.as_deref().unwrap_or("")
+                    );
+                    (
+                        self.dead_letter(
+                            &message,
+                            DeadLetterReason::RetriesExhausted,
+                            attempt,
+                            facts.status,
+                            facts.error.clone(),
+                        ),
+                        MessageState::Dead,
+                        None,
+                    )
+                }
+            },
+        };
+        let log = self.log_entry(
+            &org,
+            &message,
+            attempt,
+            started_at,
+            &facts,
+            state,
+            next_attempt_at,
+        );
+        (settle, Some(log))
+    }
+
+    fn dead_letter(
+        &self,
+        message: &DeliveryMessage,
+        reason: DeadLetterReason,
+        attempts: u32,
+        last_status: Option<u16>,
+        last_error: Option<String>,
+    ) -> Settle {
+        match QueueBody::encode(&message.restarted()) {
+            Ok(body) => Settle::DeadLetter(DeadLetter {
+                body,
+                reason,
+                attempts,
+                last_status,
+                last_error,
+                dead_lettered_at: now_rfc3339(),
+            }),
+            Err(error) => {
+                tracing::error!(message_id = %message.id, %error, "could not encode a dead letter; left to the queue's redrive");
+                Settle::Leave
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_entry(
+        &self,
+        org: &OrgId,
+        message: &DeliveryMessage,
+        attempt: u32,
+        at: String,
+        facts: &Facts,
+        state: MessageState,
+        next_attempt_at: Option<String>,
+    ) -> LogEntry {
+        let expires_at = unix_seconds_now()
+            + i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX / 2);
+        LogEntry {
+            attempt: AttemptRecord {
+                org: org.clone(),
+                endpoint_id: message.endpoint_id.clone(),
+                message_id: message.id.clone(),
+                attempt,
+                at,
+                outcome: facts.outcome,
+                status_code: facts.status,
+                error_class: facts.class,
+                error: facts.error.clone(),
+                latency_ms: u64::try_from(facts.latency.as_millis()).unwrap_or(u64::MAX),
+                response_body: facts.response_body.clone(),
+                expires_at,
+            },
+            message: MessageRecord {
+                org: org.clone(),
+                endpoint_id: message.endpoint_id.clone(),
+                message_id: message.id.clone(),
+                event_id: message.event_id.clone(),
+                event_type: message.event_type.as_str().to_owned(),
+                timestamp: message.timestamp.clone(),
+                data: message.data.clone(),
+                state,
+                attempts: attempt,
+                next_attempt_at,
+                last_status: facts.status,
+                last_error: facts.error.clone(),
+                updated_at: now_rfc3339(),
+                expires_at,
+            },
+        }
+    }
+
+    /// One attempt of `message`, unless its endpoint is gone, disabled or behind an open
+    /// circuit; the endpoint's health follows the outcome.
+    async fn try_once(&self, org: &OrgId, message: &DeliveryMessage, now: u64) -> Tried {
+        let endpoint = match self.store.get_endpoint(org, &message.endpoint_id).await {
+            Ok(Some(endpoint)) => endpoint,
+            Ok(None) => {
+                return Tried::Attempted(Facts::unsent(
+                    Outcome::Dropped,
+                    ErrorClass::EndpointDeleted,
+                    "the endpoint was deleted".into(),
+                ))
+            }
+            Err(error) => return Tried::Postponed(format!("could not load the endpoint: {error}")),
+        };
+        if endpoint.disabled {
+            return Tried::Attempted(Facts::unsent(
+                Outcome::Dropped,
+                ErrorClass::EndpointDisabled,
+                "the endpoint is disabled".into(),
+            ));
+        }
+        match endpoint.health.gate(now) {
+            CircuitGate::Closed => {}
+            CircuitGate::Open => return Tried::Attempted(circuit_open(&endpoint.health)),
+            CircuitGate::ProbeDue => {
+                let lease =
+                    self.config.connect_timeout + self.config.request_timeout + SETTLE_MARGIN;
+                let change = HealthChange::TakeProbe {
+                    now_millis: now,
+                    lease_until_millis: now
+                        + u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 2),
+                };
+                match self.store.change_health(org, &endpoint.id, change).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(endpoint_id = %endpoint.id, message_id = %message.id, "probing {} with {} after {} consecutive failures", endpoint.id, message.id, endpoint.health.failure_streak)
+                    }
+                    Ok(None) => return Tried::Attempted(circuit_open(&endpoint.health)),
+                    Err(error) => {
+                        return Tried::Postponed(format!(
+                            "could not take the circuit's probe: {error}"
+                        ))
                     }
                 }
             }
         }
-    }
-
-    /// Sends a letter to the dead-letter queue; if that fails, the record stays in the delivery
-    /// queue, whose redrive policy is the safety net.
-    async fn park(
-        &self,
-        control: &impl RetryControl,
-        record: &QueueRecord,
-        letter: DeadLetter,
-    ) -> Settlement {
-        match control.dead_letter(&letter).await {
-            Ok(()) => Settlement::Acknowledged,
-            Err(error) => {
-                tracing::error!(queue_message_id = %record.queue_message_id, %error, "could not dead-letter; leaving the message to the queue's redrive");
-                Settlement::RetryLater
-            }
-        }
-    }
-
-    async fn attempt(&self, message: &DeliveryMessage) -> Attempt {
-        let Some(org) = OrgId::parse(&message.org_id) else {
-            // Not dropped: a producer bug must leave a trace an operator can replay from.
-            return Attempt::Unusable(
-                DeadLetterReason::Unreadable,
-                format!("the message names no valid org ({:?})", message.org_id),
-            );
-        };
-        let endpoint = match self.store.get_endpoint(&org, &message.endpoint_id).await {
-            Ok(Some(endpoint)) => endpoint,
-            Ok(None) => return Attempt::Done(Done::Dropped("the endpoint was deleted")),
-            Err(error) => {
-                return Attempt::failed(None, format!("could not load the endpoint: {error}"))
-            }
-        };
-        if endpoint.disabled {
-            return Attempt::Done(Done::Dropped("the endpoint is disabled"));
-        }
         let context = SecretContext {
-            org_id: &org,
+            org_id: org,
             endpoint_id: &endpoint.id,
         };
         let secret = match self
@@ -286,16 +542,23 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
         {
             Ok(secret) => secret,
             Err(secrets::SecretError::Unusable(error)) => {
-                return Attempt::Unusable(DeadLetterReason::SecretUnusable, error)
+                return Tried::Attempted(
+                    Facts::unsent(Outcome::Failed, ErrorClass::SecretUnusable, error)
+                        .dead(DeadLetterReason::SecretUnusable),
+                )
             }
-            Err(secrets::SecretError::Unavailable(error)) => return Attempt::failed(None, error),
+            Err(secrets::SecretError::Unavailable(error)) => return Tried::Postponed(error),
         };
         let body = match message.payload() {
             Ok(body) => body,
             Err(error) => {
-                return Attempt::Unusable(
-                    DeadLetterReason::Unreadable,
-                    format!("could not encode the payload: {error}"),
+                return Tried::Attempted(
+                    Facts::unsent(
+                        Outcome::Failed,
+                        ErrorClass::Request,
+                        format!("could not encode the payload: {error}"),
+                    )
+                    .dead(DeadLetterReason::Unreadable),
                 )
             }
         };
@@ -303,13 +566,17 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
         let signature = match sign(&secret, message.id.as_str(), timestamp, &body) {
             Ok(signature) => signature,
             Err(error) => {
-                return Attempt::Unusable(
-                    DeadLetterReason::SecretUnusable,
-                    format!("the stored secret is malformed: {error}"),
+                return Tried::Attempted(
+                    Facts::unsent(
+                        Outcome::Failed,
+                        ErrorClass::SecretUnusable,
+                        format!("the stored secret is malformed: {error}"),
+                    )
+                    .dead(DeadLetterReason::SecretUnusable),
                 )
             }
         };
-        let outcome = self
+        let result = self
             .client
             .post(SignedRequest {
                 url: &endpoint.url,
@@ -319,77 +586,161 @@ impl<S: EndpointStore, C: SecretCipher> Deliverer<S, C> {
                 body,
             })
             .await;
-        match outcome {
-            AttemptOutcome::Delivered { status } => Attempt::Done(Done::Delivered(status)),
-            AttemptOutcome::Gone => {
-                let disable = EndpointChanges {
-                    disabled: Some(true),
-                    ..EndpointChanges::default()
-                };
-                if let Err(error) = self
-                    .store
-                    .update_endpoint(&org, &endpoint.id, &disable, &now_rfc3339())
-                    .await
-                {
-                    tracing::error!(endpoint_id = %endpoint.id, %error, "could not disable an endpoint that answered 410");
-                }
-                Attempt::Done(Done::Gone)
-            }
-            AttemptOutcome::Failed {
-                status,
-                error,
-                retry_after,
-            } => Attempt::Failed {
-                status,
-                error,
-                retry_after,
-            },
-        }
-    }
-}
-
-/// The end of one message's road, short of the dead-letter queue.
-enum Done {
-    Delivered(u16),
-    Gone,
-    Dropped(&'static str),
-}
-
-enum Attempt {
-    Done(Done),
-    Failed {
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help: dead-lettered at once, for this reason.
-    Unusable(DeadLetterReason, String),
-}
-
-impl Attempt {
-    fn failed(status: Option<u16>, error: String) -> Self {
-        Attempt::Failed {
-            status,
-            error,
+        let mut facts = Facts {
+            outcome: Outcome::Failed,
+            status: None,
+            class: None,
+            error: None,
+            latency: result.latency,
+            response_body: result.response_body,
             retry_after: None,
+            dead: None,
+        };
+        match result.outcome {
+            PostOutcome::Delivered { status } => {
+                self.note_success(org, &endpoint).await;
+                facts.outcome = Outcome::Delivered;
+                facts.status = Some(status);
+            }
+            PostOutcome::Gone => {
+                self.disable(org, &endpoint, DisabledReason::Gone, None)
+                    .await;
+                facts.outcome = Outcome::Gone;
+                facts.status = Some(410);
+            }
+            PostOutcome::Refused { error } => {
+                facts.outcome = Outcome::Refused;
+                facts.class = Some(ErrorClass::RefusedTarget);
+                facts.error = Some(error);
+                facts.dead = Some(DeadLetterReason::RefusedTarget);
+            }
+            PostOutcome::Failed {
+                status,
+                class,
+                error,
+                retry_after,
+            } => {
+                self.note_failure(org, &endpoint).await;
+                facts.status = status;
+                facts.class = Some(class);
+                facts.error = Some(error);
+                facts.retry_after = retry_after;
+            }
+        }
+        Tried::Attempted(facts)
+    }
+
+    async fn note_success(&self, org: &OrgId, endpoint: &Endpoint) {
+        let now = unix_millis_now();
+        let health = &endpoint.health;
+        let stale = health
+            .last_success_at
+            .is_none_or(|at| now.saturating_sub(at) >= SUCCESS_REFRESH_MILLIS);
+        if health.failure_streak == 0 && health.circuit_open_until.is_none() && !stale {
+            return;
+        }
+        match self
+            .store
+            .change_health(
+                org,
+                &endpoint.id,
+                HealthChange::Succeeded { at_millis: now },
+            )
+            .await
+        {
+            Ok(_) if health.circuit_open_until.is_some() => {
+                tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, health.failure_streak)
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a success in the endpoint's health")
+            }
+        }
+    }
+
+    async fn note_failure(&self, org: &OrgId, endpoint: &Endpoint) {
+        let now = unix_millis_now();
+        let health = match self
+            .store
+            .change_health(org, &endpoint.id, HealthChange::Failed { at_millis: now })
+            .await
+        {
+            Ok(Some(health)) => health,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a failure in the endpoint's health");
+                return;
+            }
+        };
+        let disable_after =
+            u64::try_from(self.config.disable_after.as_millis()).unwrap_or(u64::MAX);
+        if let Some(since) = health
+            .failing_since
+            .filter(|since| now.saturating_sub(*since) >= disable_after)
+        {
+            self.disable(org, endpoint, DisabledReason::Failing, Some(since + 1))
+                .await;
+            return;
+        }
+        let circuit = self.config.circuit;
+        if circuit.opens_at(health.failure_streak) && health.gate(now) != CircuitGate::Open {
+            let open_for = circuit.open_duration(health.circuit_opens);
+            let change = HealthChange::OpenCircuit {
+                now_millis: now,
+                until_millis: now + u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX / 2),
+            };
+            match self.store.change_health(org, &endpoint.id, change).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, failure_streak = health.failure_streak, circuit_open_for = %human_duration(open_for), "the circuit of {} opened for {} after {} consecutive failures", endpoint.id, human_duration(open_for), health.failure_streak)
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, %error, "could not open the endpoint's circuit")
+                }
+            }
+        }
+    }
+
+    async fn disable(
+        &self,
+        org: &OrgId,
+        endpoint: &Endpoint,
+        reason: DisabledReason,
+        failing_since_before: Option<u64>,
+    ) {
+        match self
+            .store
+            .disable_endpoint(
+                org,
+                &endpoint.id,
+                reason,
+                &now_rfc3339(),
+                failing_since_before,
+            )
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(endpoint_id = %endpoint.id, disabled_reason = reason.as_str(), "endpoint {} disabled: {}", endpoint.id, reason.as_str())
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(endpoint_id = %endpoint.id, %error, "could not disable the endpoint ({})", reason.as_str())
+            }
         }
     }
 }
 
-fn log_done(message: &DeliveryMessage, attempt: u32, done: &Done) {
-    let (id, endpoint) = (&message.id, &message.endpoint_id);
-    match done {
-        Done::Delivered(status) => tracing::info!(
-            message_id = %id, endpoint_id = %endpoint, attempt, status,
-            "delivered {id} ({}) to {endpoint} on attempt {attempt}: HTTP {status}", message.event_type
+fn circuit_open(health: &EndpointHealth) -> Facts {
+    let until = health
+        .circuit_open_until
+        .map(rfc3339_from_millis)
+        .unwrap_or_default();
+    Facts::unsent(
+        Outcome::CircuitOpen,
+        ErrorClass::CircuitOpen,
+        format!(
+            "not sent: the endpoint's circuit is open until {until} after {} consecutive failures",
+            health.failure_streak
         ),
-        Done::Gone => tracing::warn!(
-            message_id = %id, endpoint_id = %endpoint, attempt, status = 410,
-            "{endpoint} answered 410 Gone to {id}: endpoint disabled, no retry"
-        ),
-        Done::Dropped(why) => tracing::warn!(
-            message_id = %id, endpoint_id = %endpoint, attempt,
-            "dropped {id} for {endpoint}: {why}; not retried"
-        ),
-    }
+    )
 }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::delivery::{CircuitGate, DisabledReason, EndpointHealth};
 use super::event::EventType;
 use super::id::EndpointId;
 use super::target::TargetPolicy;
@@ -19,6 +20,11 @@ pub struct Endpoint {
     pub events: Vec<EventType>,
     pub description: String,
     pub disabled: bool,
+    /// Why it is disabled; `None` while enabled.
+    pub disabled_reason: Option<DisabledReason>,
+    /// RFC 3339, when it was disabled.
+    pub disabled_at: Option<String>,
+    pub health: EndpointHealth,
     pub created_at: String,
     pub updated_at: String,
     /// The `whsec_` secret encrypted by the secret cipher, bound to `{org_id, endpoint_id}`.
@@ -34,10 +40,41 @@ pub struct EndpointView<'a> {
     pub events: &'a [EventType],
     pub description: &'a str,
     pub disabled: bool,
+    pub disabled_reason: Option<DisabledReason>,
+    pub disabled_at: Option<&'a str>,
+    pub health: HealthView,
     pub created_at: &'a str,
     pub updated_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<&'a str>,
+}
+
+/// An endpoint's delivery health as the API shows it; times in RFC 3339.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    pub failure_streak: u32,
+    pub failing_since: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_failure_at: Option<String>,
+    /// `closed` or `open`.
+    pub circuit: &'static str,
+    pub circuit_open_until: Option<String>,
+}
+
+impl HealthView {
+    fn of(health: &EndpointHealth, now_millis: u64) -> Self {
+        let at = |millis: Option<u64>| millis.map(crate::time::rfc3339_from_millis);
+        let open = health.gate(now_millis) != CircuitGate::Closed;
+        Self {
+            failure_streak: health.failure_streak,
+            failing_since: at(health.failing_since),
+            last_success_at: at(health.last_success_at),
+            last_failure_at: at(health.last_failure_at),
+            circuit: if open { "open" } else { "closed" },
+            circuit_open_until: at(health.circuit_open_until.filter(|_| open)),
+        }
+    }
 }
 
 impl Endpoint {
@@ -48,6 +85,9 @@ impl Endpoint {
             events: &self.events,
             description: &self.description,
             disabled: self.disabled,
+            disabled_reason: self.disabled_reason.filter(|_| self.disabled),
+            disabled_at: self.disabled_at.as_deref().filter(|_| self.disabled),
+            health: HealthView::of(&self.health, crate::time::unix_millis_now()),
             created_at: &self.created_at,
             updated_at: &self.updated_at,
             secret: None,

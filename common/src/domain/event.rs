@@ -82,6 +82,9 @@ impl Event {
     pub fn message_for(&self, org: &OrgId, endpoint_id: EndpointId) -> DeliveryMessage {
         DeliveryMessage {
             id: MessageId::for_delivery(&self.id, &endpoint_id),
+            event_id: Some(self.id.clone()),
+            attempt: 1,
+            due_at: None,
             org_id: org.as_str().to_owned(),
             endpoint_id,
             event_type: self.event_type,
@@ -108,6 +111,17 @@ pub struct PendingEvent {
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryMessage {
     pub id: MessageId,
+    /// The event it carries (absent in messages written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+    /// The attempt this queue message is for, 1-based. It travels in the body, not in the
+    /// queue's receive count, so a crash or a throttle burns no attempt.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// RFC 3339: not attempted before then. A retry due later than a queue delay can reach
+    /// (SQS: 15 min) is re-sent, hop by hop, until it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
     pub org_id: String,
     pub endpoint_id: EndpointId,
     #[serde(rename = "type")]
@@ -125,7 +139,36 @@ struct Payload<'a> {
     data: &'a serde_json::Value,
 }
 
+fn first_attempt() -> u32 {
+    1
+}
+
 impl DeliveryMessage {
+    /// When the attempt is due, in Unix milliseconds; `None` (due now) when unset or unreadable.
+    pub fn due_at_millis(&self) -> Option<u64> {
+        let at = crate::time::parse_rfc3339(self.due_at.as_deref()?)?;
+        u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    }
+
+    /// This message for its attempt `attempt`, due at `due_at_millis`.
+    pub fn for_attempt(&self, attempt: u32, due_at_millis: u64) -> Self {
+        Self {
+            attempt,
+            due_at: Some(crate::time::rfc3339_from_millis(due_at_millis)),
+            ..self.clone()
+        }
+    }
+
+    /// This message at the start of a fresh schedule (what a dead letter holds, so that a
+    /// replay starts over and keeps its `webhook-id`).
+    pub fn restarted(&self) -> Self {
+        Self {
+            attempt: 1,
+            due_at: None,
+            ..self.clone()
+        }
+    }
+
     /// The JSON body POSTed to the subscriber: `{"type","timestamp","data"}`.
     pub fn payload(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(&Payload {
@@ -153,6 +196,9 @@ mod tests {
     fn payload_has_type_timestamp_and_data_only() {
         let message = DeliveryMessage {
             id: MessageId::parse("msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            event_id: None,
+            attempt: 3,
+            due_at: Some("2026-01-01T00:05:00.000Z".into()),
             org_id: "org_1".into(),
             endpoint_id: EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
             event_type: EventType::BookingCreated,
@@ -168,5 +214,15 @@ mod tests {
             serde_json::from_str::<DeliveryMessage>(&body).unwrap(),
             message
         );
+        assert_eq!(message.due_at_millis(), Some(1_767_225_900_000));
+        assert_eq!(message.restarted().attempt, 1);
+        assert_eq!(message.restarted().due_at, None);
+    }
+
+    #[test]
+    fn a_message_from_before_attempts_travelled_in_the_body_is_its_first_attempt() {
+        let body = r#"{"id":"msg_01ARZ3NDEKTSV4RRFFQ69G5FAV","orgId":"org_1","endpointId":"ep_01ARZ3NDEKTSV4RRFFQ69G5FAV","type":"booking.created","timestamp":"2026-01-01T00:00:00.000Z","data":{}}"#;
+        let message: DeliveryMessage = serde_json::from_str(body).unwrap();
+        assert_eq!((message.attempt, message.due_at_millis()), (1, None));
     }
 }

@@ -36,6 +36,12 @@ impl QueueBody {
             .map_err(|e| serde_json::Error::io(io::Error::new(io::ErrorKind::InvalidData, e)))
     }
 
+    /// A body as the queue handed it out: SQS accepted it once, so it is sendable as it is
+    /// (how an unreadable message reaches the dead-letter queue unchanged).
+    pub fn received(body: String) -> Self {
+        Self(body)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
-/// SQS refuses a visibility beyond 12 hours counted from the *receive*, and a delay is set some
-/// seconds after it (at most the delivery function's timeout); five minutes of margin.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60 - 5 * 60);
+/// The longest a delay may be, in the schedule or asked by a subscriber's `Retry-After`: a day.
+/// A retry waits out of the queue's in-flight pool (re-sent with delays, hop by hop), so no
+/// queue limit bounds it; this bounds how long a message can be held back on someone's word.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Each delay moves by up to this fraction either way, so retries of many messages that failed
 /// together do not all hit the subscriber in the same second.
 pub const JITTER: f64 = 0.2;
@@ -27,9 +28,7 @@ pub enum ScheduleError {
     Empty,
     #[error("`{0}` is not a delay like 5s, 5m or 2h")]
     BadDelay(String),
-    #[error(
-        "`{0}` is longer than the 11h55m a message can stay hidden after a receive (SQS: 12 h)"
-    )]
+    #[error("`{0}` is longer than the 24h a retry may wait")]
     TooLong(String),
 }
 
@@ -66,9 +65,10 @@ impl RetrySchedule {
         self.delays.len() as u32 + 1
     }
 
-    /// The next step after attempt `attempt` (1-based, SQS's `ApproximateReceiveCount`) failed.
-    /// `random_unit` in [0, 1) draws the jitter; `retry_after` is the subscriber's wish, honoured
-    /// within [delay, 2 x delay] so it can slow us down but never stall or rush the schedule.
+    /// The next step after attempt `attempt` (1-based, carried in the message) failed.
+    /// `random_unit` in [0, 1) draws the jitter. `retry_after` is the subscriber's wish (a 429's
+    /// or 503's `Retry-After`): a floor, capped at [`MAX_DELAY`], so it can slow the schedule
+    /// down but never rush it.
     pub fn next_step(
         &self,
         attempt: u32,
@@ -83,11 +83,8 @@ impl RetrySchedule {
         };
         let factor = 1.0 - JITTER + 2.0 * JITTER * random_unit.clamp(0.0, 1.0);
         let jittered = base.mul_f64(factor);
-        let delay = match retry_after {
-            Some(wish) => wish.clamp(jittered, jittered * 2),
-            None => jittered,
-        };
-        NextStep::RetryIn(delay.min(MAX_DELAY))
+        let floor = retry_after.unwrap_or_default().min(MAX_DELAY);
+        NextStep::RetryIn(jittered.max(floor))
     }
 
     /// [`Self::next_step`] with jitter from the OS random source (no jitter if it fails).
@@ -110,7 +107,9 @@ impl FromStr for RetrySchedule {
             .split(',')
             .map(str::trim)
             .filter(|part| !part.is_empty())
-            .map(parse_delay)
+            .map(|part| {
+                parse_duration(part).ok_or_else(|| ScheduleError::BadDelay(part.to_owned()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(delays)
     }
@@ -123,9 +122,8 @@ impl fmt::Display for RetrySchedule {
     }
 }
 
-/// `90s`, `5m`, `2h` (or `1h30m` style pieces summed).
-fn parse_delay(text: &str) -> Result<Duration, ScheduleError> {
-    let bad = || ScheduleError::BadDelay(text.to_owned());
+/// `90s`, `5m`, `2h`, `5d` (or `1h30m` style pieces summed); `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = 0u64;
     let mut digits = String::new();
     for c in text.chars() {
@@ -137,19 +135,17 @@ fn parse_delay(text: &str) -> Result<Duration, ScheduleError> {
             's' => 1,
             'm' => 60,
             'h' => 3600,
-            _ => return Err(bad()),
+            'd' => 86_400,
+            _ => return None,
         };
-        let value: u64 = digits.parse().map_err(|_| bad())?;
-        total = value
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        let value: u64 = digits.parse().ok()?;
+        total = value.checked_mul(unit).and_then(|v| total.checked_add(v))?;
         digits.clear();
     }
     if !digits.is_empty() || text.is_empty() {
-        return Err(bad());
+        return None;
     }
-    Ok(Duration::from_secs(total))
+    Some(Duration::from_secs(total))
 }
 
 /// A duration in the schedule's own notation, for log lines a person reads.
@@ -257,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_clamped_to_between_one_and_two_delays() {
+    fn retry_after_is_a_floor_capped_at_a_day() {
         let schedule: RetrySchedule = "100s".parse().unwrap();
         assert_eq!(
             schedule.next_step(1, Some(secs(150)), 0.5),
@@ -265,32 +261,31 @@ mod tests {
         );
         assert_eq!(
             schedule.next_step(1, Some(secs(1)), 0.5),
-            NextStep::RetryIn(secs(100))
+            NextStep::RetryIn(secs(100)),
+            "never sooner than the schedule"
         );
         assert_eq!(
             schedule.next_step(1, Some(secs(10_000)), 0.5),
-            NextStep::RetryIn(secs(200))
+            NextStep::RetryIn(secs(10_000)),
+            "not clamped to twice the delay"
+        );
+        assert_eq!(
+            schedule.next_step(1, Some(secs(3 * 86_400)), 0.5),
+            NextStep::RetryIn(MAX_DELAY)
+        );
+        let quick: RetrySchedule = "1s".parse().unwrap();
+        assert_eq!(
+            quick.next_step(1, Some(secs(20)), 1.0),
+            NextStep::RetryIn(secs(20)),
+            "a 429 with Retry-After: 20 waits 20 s"
         );
     }
 
     #[test]
-    fn delays_stay_inside_the_12_hours_sqs_counts_from_the_receive() {
-        // The default schedule's 10 h at the top of its jitter, and a subscriber asking for a day.
-        let schedule = RetrySchedule::default();
-        let top = schedule.next_step(7, None, 1.0);
-        assert_eq!(top, NextStep::RetryIn(MAX_DELAY));
-        let day = Some(Duration::from_secs(86_400));
-        assert_eq!(
-            schedule.next_step(6, day, 0.5),
-            NextStep::RetryIn(MAX_DELAY)
-        );
-        assert!(
-            MAX_DELAY + Duration::from_secs(60) < Duration::from_secs(12 * 3600),
-            "room for the function's own run"
-        );
-        assert!("11h55m".parse::<RetrySchedule>().is_ok());
+    fn schedule_delays_are_at_most_a_day() {
+        assert!("24h".parse::<RetrySchedule>().is_ok());
         assert!(matches!(
-            "12h".parse::<RetrySchedule>(),
+            "24h1s".parse::<RetrySchedule>(),
             Err(ScheduleError::TooLong(_))
         ));
     }

@@ -17,14 +17,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::adapters::aws::{
-    load_sdk_config, DynamoStore, KmsCipher, SqsDeliveryQueue, SqsRetryControl,
+    load_sdk_config, DynamoStore, KmsCipher, SqsConsumer, SqsDeliveryQueue,
 };
 use crate::adapters::embedded::{LocalCipher, LocalQueue, MemoryStore};
 use crate::config::{self, ApiConfig, ConfigError, DeliveryConfig, ProcessEnv, Source};
 use crate::delivery::Deliverer;
+use crate::domain::delivery::MAX_RECEIVES;
 use crate::domain::id::random_hex;
 use crate::domain::OrgId;
-use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
+use crate::ports::{
+    BookingStore, DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher,
+};
 use crate::publish::relay_pending_events;
 
 pub use server::LocalApi;
@@ -278,7 +281,7 @@ async fn serve(args: ServeArgs) -> Result<(), LocalError> {
         let queue_url = config::required(&ProcessEnv, config::DELIVERY_QUEUE_URL)?;
         let dead_letter_url = config::required(&ProcessEnv, config::DEAD_LETTER_QUEUE_URL)?;
         let producer = Arc::new(SqsDeliveryQueue::from_sdk_config(&sdk, &queue_url));
-        let consumer = Arc::new(SqsRetryControl::from_sdk_config(
+        let consumer = Arc::new(SqsConsumer::from_sdk_config(
             &sdk,
             queue_url,
             dead_letter_url,
@@ -308,10 +311,7 @@ async fn serve(args: ServeArgs) -> Result<(), LocalError> {
     } else {
         let store = MemoryStore::new();
         let cipher = LocalCipher::generate().map_err(|e| setup(&e))?;
-        let queue = Arc::new(LocalQueue::new(
-            VISIBILITY_TIMEOUT,
-            delivery_config.schedule.max_attempts(),
-        ));
+        let queue = Arc::new(LocalQueue::new(VISIBILITY_TIMEOUT, MAX_RECEIVES));
         let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery_config.clone())
             .map_err(|e| setup(&e))?;
         let api = LocalApi::new(
@@ -356,16 +356,13 @@ async fn run_system<S, C, Q, W>(
     producer: Arc<Q>,
     relay_min_age: Duration,
 ) where
-    S: EndpointStore + BookingStore + EventOutbox + Clone + 'static,
+    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + Clone + 'static,
     C: SecretCipher + 'static,
     Q: DeliveryQueue + 'static,
-    W: worker::Consumer + 'static,
+    W: worker::Receiver + 'static,
 {
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn({
-        let stopped = stopped.clone();
-        async move { worker::run(&deliverer, consumer.as_ref(), stopped).await }
-    });
+    let worker = tokio::spawn(worker::run(Arc::new(deliverer), consumer, stopped.clone()));
     let relay = tokio::spawn({
         let mut stopped = stopped.clone();
         async move {

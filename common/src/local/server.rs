@@ -23,7 +23,8 @@ use super::{jwt, JWT_SECRET_VAR};
 use crate::adapters::embedded::LocalQueue;
 use crate::api::{self, error_response, json_response, org_from_claims, MAX_BODY_BYTES};
 use crate::config::ApiConfig;
-use crate::delivery::DeadLetter;
+use crate::domain::delivery::DeadLetter;
+use crate::domain::event::DeliveryMessage;
 use crate::error::ApiError;
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
 use crate::time::format_rfc3339;
@@ -130,16 +131,27 @@ where
             // With --aws the dead letters are in the SQS dead-letter queue.
             return error_response(&ApiError::NotFound);
         };
-        let letters: Vec<DeadLetter> = queue
+        // Shown as the DLQ holds them: the message to replay, and why it stopped (no reason
+        // when the queue redrove it after too many receives).
+        let letters: Vec<serde_json::Value> = queue
             .dead_letters()
             .unwrap_or_default()
-            .iter()
-            .filter_map(|body| serde_json::from_str::<DeadLetter>(body).ok())
-            .filter(|letter| {
-                letter
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| m.org_id == org.as_str())
+            .into_iter()
+            .filter_map(|letter| {
+                let message = serde_json::from_str::<DeliveryMessage>(&letter.body).ok()?;
+                if message.org_id != org.as_str() {
+                    return None;
+                }
+                let attribute = |name: &str| letter.attributes.get(name).cloned();
+                let number = |name: &str| attribute(name).and_then(|v| v.parse::<u64>().ok());
+                Some(json!({
+                    "reason": attribute(DeadLetter::REASON),
+                    "attempts": number(DeadLetter::ATTEMPTS),
+                    "lastStatus": number(DeadLetter::LAST_STATUS),
+                    "lastError": attribute(DeadLetter::LAST_ERROR),
+                    "deadLetteredAt": attribute(DeadLetter::DEAD_LETTERED_AT),
+                    "message": message,
+                }))
             })
             .collect();
         json_response(StatusCode::OK, &json!({ "deadLetters": letters }))

@@ -1,33 +1,39 @@
 //! The in-process delivery worker: receives from a queue as the SQS event source mapping would,
-//! and runs the same batch processing as the `deliver-webhooks` Lambda.
+//! and runs the same batch processing as the `deliver-webhooks` Lambda. It keeps receiving
+//! while slow deliveries are under way: up to [`MAX_IN_FLIGHT`] messages are worked on at once,
+//! so a black-holed subscriber holds its own messages, not everyone's.
 
-use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
-use crate::adapters::aws::SqsRetryControl;
+use crate::adapters::aws::SqsConsumer;
 use crate::adapters::embedded::LocalQueue;
-use crate::delivery::{Deliverer, QueueRecord};
+use crate::delivery::Deliverer;
+use crate::domain::delivery::QueueRecord;
 use crate::error::QueueError;
-use crate::ports::{EndpointStore, RetryControl, SecretCipher};
+use crate::ports::{DeliveryLog, EndpointStore, QueueConsumer, SecretCipher};
 
 const BATCH_SIZE: usize = 10;
+/// Messages worked on at once: the template's default delivery concurrency (5 instances) times
+/// the batch size (10), the same bound on in-flight messages as on AWS.
+pub const MAX_IN_FLIGHT: usize = 50;
 /// How long one receive waits for a first message (SQS's long-poll maximum).
 const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 
-/// The consumer side the event source mapping plays on AWS.
-pub trait Consumer: RetryControl {
+/// The receiving side the event source mapping plays on AWS.
+pub trait Receiver: QueueConsumer {
     /// Up to `max` messages, waiting a while for the first; empty when none came.
     fn receive(
         &self,
         max: usize,
     ) -> impl Future<Output = Result<Vec<QueueRecord>, QueueError>> + Send;
-    fn delete(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
-impl Consumer for LocalQueue {
+impl Receiver for LocalQueue {
     async fn receive(&self, max: usize) -> Result<Vec<QueueRecord>, QueueError> {
         let deadline = tokio::time::Instant::now() + RECEIVE_WAIT;
         loop {
@@ -44,36 +50,48 @@ impl Consumer for LocalQueue {
             }
         }
     }
-
-    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        LocalQueue::delete(self, receipt_handle)
-    }
 }
 
-impl Consumer for SqsRetryControl {
+impl Receiver for SqsConsumer {
     async fn receive(&self, max: usize) -> Result<Vec<QueueRecord>, QueueError> {
         let max = i32::try_from(max).unwrap_or(10);
-        SqsRetryControl::receive(self, max, RECEIVE_WAIT.as_secs() as i32).await
-    }
-
-    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        SqsRetryControl::delete(self, receipt_handle).await
+        SqsConsumer::receive(self, max, RECEIVE_WAIT.as_secs() as i32).await
     }
 }
 
-/// Runs until `stopped` turns true; a batch under way is always finished first.
-pub async fn run<S: EndpointStore, C: SecretCipher>(
-    deliverer: &Deliverer<S, C>,
-    queue: &impl Consumer,
+/// Runs until `stopped` turns true; the deliveries under way are finished first.
+pub async fn run<S, C, R>(
+    deliverer: Arc<Deliverer<S, C>>,
+    queue: Arc<R>,
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    S: EndpointStore + DeliveryLog + 'static,
+    C: SecretCipher + 'static,
+    R: Receiver + 'static,
+{
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut batches = JoinSet::new();
     loop {
+        while batches.try_join_next().is_some() {}
         if *stopped.borrow() {
-            return;
+            break;
+        }
+        // One free slot at least, then as many more as are free, up to a batch.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            _ = stopped.changed() => break,
+        };
+        let Ok(first) = first else { break };
+        let mut permits = vec![first];
+        while permits.len() < BATCH_SIZE {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
         }
         let received = tokio::select! {
-            received = queue.receive(BATCH_SIZE) => received,
-            _ = stopped.changed() => return,
+            received = queue.receive(permits.len()) => received,
+            _ = stopped.changed() => break,
         };
         let records = match received {
             Ok(records) => records,
@@ -86,19 +104,15 @@ pub async fn run<S: EndpointStore, C: SecretCipher>(
         if records.is_empty() {
             continue;
         }
-        let receipts: Vec<(String, String)> = records
-            .iter()
-            .map(|r| (r.queue_message_id.clone(), r.receipt_handle.clone()))
-            .collect();
-        let to_retry: HashSet<String> = deliverer
-            .process_batch(queue, records)
-            .await
-            .into_iter()
-            .collect();
-        for (id, receipt) in receipts.iter().filter(|(id, _)| !to_retry.contains(id)) {
-            if let Err(error) = queue.delete(receipt).await {
-                tracing::error!(queue_message_id = %id, %error, "could not delete a settled message");
-            }
-        }
+        permits.truncate(records.len());
+        let (deliverer, queue) = (deliverer.clone(), queue.clone());
+        batches.spawn(async move {
+            let deadline = tokio::time::Instant::now() + deliverer.config().record_budget();
+            deliverer
+                .process_batch(queue.as_ref(), records, deadline)
+                .await;
+            drop(permits);
+        });
     }
+    while batches.join_next().await.is_some() {}
 }

@@ -1,7 +1,8 @@
-//! Triggered by the delivery queue: signs and POSTs each record, reports the ones to retry.
+//! Triggered by the delivery queue: signs and POSTs each record, settles each at once (acknowledged,
+//! re-sent for its next attempt, or dead-lettered), and reports those left to the queue.
 use std::convert::Infallible;
 
-use common::adapters::aws::{load_sdk_config, DynamoStore, KmsCipher, SqsRetryControl};
+use common::adapters::aws::{load_sdk_config, DynamoStore, KmsCipher, SqsConsumer};
 use common::config::{
     required, DeliveryConfig, ProcessEnv, DEAD_LETTER_QUEUE_URL, DELIVERY_QUEUE_URL, KMS_KEY_ID,
     TABLE_NAME,
@@ -16,14 +17,20 @@ async fn main() -> Result<(), Error> {
     let sdk = load_sdk_config().await;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let cipher = KmsCipher::from_sdk_config(&sdk, required(&ProcessEnv, KMS_KEY_ID)?);
-    let control = SqsRetryControl::from_sdk_config(
+    let control = SqsConsumer::from_sdk_config(
         &sdk,
         required(&ProcessEnv, DELIVERY_QUEUE_URL)?,
         required(&ProcessEnv, DEAD_LETTER_QUEUE_URL)?,
     );
     let deliverer = Deliverer::new(store, cipher, config)?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, Infallible>(deliverer.handle_sqs_event(&control, event.payload).await)
+    let (deliverer, control) = (&deliverer, &control);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = event.context.deadline;
+        Ok::<_, Infallible>(
+            deliverer
+                .handle_sqs_event(control, event.payload, deadline)
+                .await,
+        )
     }))
     .await
 }

@@ -2,22 +2,35 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
-use common::adapters::aws::{SqsDeliveryQueue, SqsRetryControl};
+use std::collections::BTreeMap;
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use common::adapters::aws::{SqsConsumer, SqsDeliveryQueue};
 use common::adapters::embedded::LocalQueue;
-use common::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
+use common::domain::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
 use common::domain::event::{DeliveryMessage, EventType};
 use common::domain::id::{EndpointId, MessageId};
 use common::domain::queue_body::{sqs_accepts, QueueBody};
-use common::ports::{DeliveryQueue, RetryControl};
+use common::ports::{DeliveryQueue, QueueConsumer};
 use common::testing::{create_queues, sdk_config};
 
-/// What the tests need beyond the ports: the consumer's receive and delete, and a look at the
-/// dead-letter queue.
-pub trait TestQueue: DeliveryQueue + RetryControl {
+/// A dead letter as the queue holds it: the body and its attributes.
+pub type Parked = (String, BTreeMap<String, String>);
+
+/// What the tests need beyond the ports: the consumer's receive, a look at the dead-letter
+/// queue and at the in-flight count, and a way to hand a received message out again at once
+/// (what a crashed consumer leaves behind, sped up).
+pub trait TestQueue: DeliveryQueue + QueueConsumer {
     async fn receive(&self, wait: Duration) -> Vec<QueueRecord>;
-    async fn delete(&self, record: &QueueRecord);
-    async fn dead_letters(&self) -> Vec<String>;
+    async fn release(&self, record: &QueueRecord);
+    async fn dead_letters(&self) -> Vec<Parked>;
+    /// SQS `ApproximateNumberOfMessagesNotVisible`.
+    async fn in_flight(&self) -> usize;
+
+    async fn delete(&self, record: &QueueRecord) {
+        let failed = self.acknowledge(&[&record.receipt_handle]).await.unwrap();
+        assert!(failed.is_empty());
+    }
 }
 
 impl TestQueue for LocalQueue {
@@ -32,12 +45,21 @@ impl TestQueue for LocalQueue {
         }
     }
 
-    async fn delete(&self, record: &QueueRecord) {
-        LocalQueue::delete(self, &record.receipt_handle).unwrap();
+    async fn release(&self, record: &QueueRecord) {
+        self.change_visibility(&record.receipt_handle, Duration::ZERO)
+            .unwrap();
     }
 
-    async fn dead_letters(&self) -> Vec<String> {
-        LocalQueue::dead_letters(self).unwrap()
+    async fn dead_letters(&self) -> Vec<Parked> {
+        LocalQueue::dead_letters(self)
+            .unwrap()
+            .into_iter()
+            .map(|letter| (letter.body, letter.attributes))
+            .collect()
+    }
+
+    async fn in_flight(&self) -> usize {
+        LocalQueue::in_flight(self).unwrap()
     }
 }
 
@@ -47,7 +69,7 @@ pub struct SqsPair {
     pub url: String,
     pub dead_letter_url: String,
     pub producer: SqsDeliveryQueue,
-    pub control: SqsRetryControl,
+    pub control: SqsConsumer,
 }
 
 impl SqsPair {
@@ -57,7 +79,7 @@ impl SqsPair {
         Self {
             client: aws_sdk_sqs::Client::new(&sdk),
             producer: SqsDeliveryQueue::from_sdk_config(&sdk, &queues.url),
-            control: SqsRetryControl::from_sdk_config(&sdk, &queues.url, &queues.dead_letter_url),
+            control: SqsConsumer::from_sdk_config(&sdk, &queues.url, &queues.dead_letter_url),
             url: queues.url,
             dead_letter_url: queues.dead_letter_url,
         }
@@ -76,6 +98,7 @@ impl SqsPair {
                 .queue_url(url)
                 .max_number_of_messages(10)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .unwrap();
@@ -94,16 +117,35 @@ impl DeliveryQueue for SqsPair {
     }
 }
 
-impl RetryControl for SqsPair {
-    async fn retry_later(
-        &self,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), common::error::QueueError> {
-        self.control.retry_later(receipt_handle, delay).await
+impl QueueConsumer for SqsPair {
+    async fn acknowledge(&self, handles: &[&str]) -> Result<Vec<usize>, common::error::QueueError> {
+        self.control.acknowledge(handles).await
     }
-    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), common::error::QueueError> {
-        self.control.dead_letter(letter).await
+    async fn reschedule(
+        &self,
+        messages: &[(QueueBody, Duration)],
+    ) -> Result<Vec<usize>, common::error::QueueError> {
+        self.control.reschedule(messages).await
+    }
+    async fn dead_letter(
+        &self,
+        letters: &[DeadLetter],
+    ) -> Result<Vec<usize>, common::error::QueueError> {
+        self.control.dead_letter(letters).await
+    }
+}
+
+impl SqsPair {
+    pub async fn queue_attribute(&self, name: QueueAttributeName) -> usize {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .unwrap();
+        output.attributes.unwrap()[&name].parse().unwrap()
     }
 }
 
@@ -121,22 +163,36 @@ impl TestQueue for SqsPair {
         }
     }
 
-    async fn delete(&self, record: &QueueRecord) {
+    async fn release(&self, record: &QueueRecord) {
         self.client
-            .delete_message()
+            .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(&record.receipt_handle)
+            .visibility_timeout(0)
             .send()
             .await
             .unwrap();
     }
 
-    async fn dead_letters(&self) -> Vec<String> {
+    async fn dead_letters(&self) -> Vec<Parked> {
         self.receive_from(&self.dead_letter_url, Duration::from_millis(500))
             .await
             .into_iter()
-            .filter_map(|m| m.body)
+            .map(|m| {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value.string_value?)))
+                    .collect();
+                (m.body.unwrap_or_default(), attributes)
+            })
             .collect()
+    }
+
+    async fn in_flight(&self) -> usize {
+        self.queue_attribute(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .await
     }
 }
 
@@ -150,6 +206,9 @@ fn encode(messages: &[DeliveryMessage]) -> Vec<QueueBody> {
 pub fn message(n: u32) -> DeliveryMessage {
     DeliveryMessage {
         id: MessageId::generate().unwrap(),
+        event_id: None,
+        attempt: 1,
+        due_at: None,
         org_id: "org_queue".into(),
         endpoint_id: EndpointId::generate().unwrap(),
         event_type: EventType::BookingCreated,
@@ -185,37 +244,68 @@ async fn messages_arrive_once_with_a_receive_count(queue: &impl TestQueue) {
     }
 }
 
-async fn a_delayed_retry_comes_back_later_with_a_higher_count(queue: &impl TestQueue) {
+async fn a_rescheduled_message_leaves_the_in_flight_pool_until_its_delay_is_over(
+    queue: &impl TestQueue,
+) {
     queue.enqueue(&encode(&[message(7)])).await.unwrap();
     let first = queue.receive(SOON).await.remove(0);
-    queue
-        .retry_later(&first.receipt_handle, Duration::from_secs(2))
+    assert_eq!(queue.in_flight().await, 1);
+    let next = message(8);
+    let failed = queue
+        .reschedule(&[(QueueBody::encode(&next).unwrap(), Duration::from_secs(2))])
         .await
         .unwrap();
+    assert!(failed.is_empty());
+    queue.delete(&first).await;
+    assert_eq!(
+        queue.in_flight().await,
+        0,
+        "a delayed message is not in flight"
+    );
     assert!(
         queue.receive(Duration::from_millis(500)).await.is_empty(),
         "hidden for the delay"
     );
     let second = queue.receive(Duration::from_secs(5)).await.remove(0);
-    assert_eq!(second.body, first.body);
-    assert_eq!(second.receive_count, 2);
+    assert_eq!(
+        serde_json::from_str::<DeliveryMessage>(&second.body).unwrap(),
+        next
+    );
+    assert_eq!(second.receive_count, 1, "a new queue message");
     queue.delete(&second).await;
+    // Longer than a queue delay can be: cut to SQS's 15 min, not refused.
+    let failed = queue
+        .reschedule(&[(
+            QueueBody::encode(&next).unwrap(),
+            Duration::from_secs(86_400),
+        )])
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
+    assert!(queue.receive(Duration::from_millis(300)).await.is_empty());
+}
+
+fn letter(message: &DeliveryMessage, last_error: &str) -> DeadLetter {
+    DeadLetter {
+        body: QueueBody::encode(message).unwrap(),
+        reason: DeadLetterReason::RetriesExhausted,
+        attempts: 3,
+        last_status: Some(500),
+        last_error: Some(last_error.into()),
+        dead_lettered_at: "2030-01-01T00:00:00.000Z".into(),
+    }
 }
 
 async fn dead_letters_and_redrive_land_in_the_dead_letter_queue(
     queue: &impl TestQueue,
     max_receive_count: u32,
 ) {
-    let letter = DeadLetter {
-        reason: DeadLetterReason::RetriesExhausted,
-        attempts: 3,
-        last_status: Some(500),
-        last_error: Some("HTTP 500".into()),
-        dead_lettered_at: "2030-01-01T00:00:00.000Z".into(),
-        message: Some(message(1)),
-        raw_body: None,
-    };
-    queue.dead_letter(&letter).await.unwrap();
+    let parked = message(1);
+    let failed = queue
+        .dead_letter(&[letter(&parked, "HTTP 500")])
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
 
     // Received max_receive_count times and never deleted: the next receive redrives it.
     let stuck = message(2);
@@ -226,10 +316,7 @@ async fn dead_letters_and_redrive_land_in_the_dead_letter_queue(
     for attempt in 1..=max_receive_count {
         let record = queue.receive(SOON).await.remove(0);
         assert_eq!(record.receive_count, attempt);
-        queue
-            .retry_later(&record.receipt_handle, Duration::ZERO)
-            .await
-            .unwrap();
+        queue.release(&record).await;
     }
     assert!(
         queue.receive(Duration::from_millis(500)).await.is_empty(),
@@ -238,12 +325,27 @@ async fn dead_letters_and_redrive_land_in_the_dead_letter_queue(
 
     let mut dead = queue.dead_letters().await;
     dead.sort();
+    let attributes = BTreeMap::from([
+        ("Attempts".to_owned(), "3".to_owned()),
+        ("DeadLetterReason".to_owned(), "retriesExhausted".to_owned()),
+        (
+            "DeadLetteredAt".to_owned(),
+            "2030-01-01T00:00:00.000Z".to_owned(),
+        ),
+        ("LastError".to_owned(), "HTTP 500".to_owned()),
+        ("LastStatus".to_owned(), "500".to_owned()),
+    ]);
     let mut expected = vec![
-        serde_json::to_string(&letter).unwrap(),
-        serde_json::to_string(&stuck).unwrap(),
+        (serde_json::to_string(&parked).unwrap(), attributes),
+        // As it was, without a reason: the queue's own redrive.
+        (serde_json::to_string(&stuck).unwrap(), BTreeMap::new()),
     ];
     expected.sort();
     assert_eq!(dead, expected);
+    // Both are delivery messages, replayable as they are.
+    for (body, _) in &dead {
+        serde_json::from_str::<DeliveryMessage>(body).unwrap();
+    }
 }
 
 /// Characters SQS refuses in a body (U+FFFF, U+FFFE, C0 controls): moto and a naive local
@@ -257,16 +359,11 @@ async fn bodies_hold_only_what_sqs_accepts(queue: &impl TestQueue) {
         .enqueue(&encode(std::slice::from_ref(&sent)))
         .await
         .unwrap();
-    let letter = DeadLetter {
-        reason: DeadLetterReason::RetriesExhausted,
-        attempts: 1,
-        last_status: None,
-        last_error: Some(REFUSED_BY_SQS.into()),
-        dead_lettered_at: "2030-01-01T00:00:00.000Z".into(),
-        message: Some(sent.clone()),
-        raw_body: None,
-    };
-    queue.dead_letter(&letter).await.unwrap();
+    let failed = queue
+        .dead_letter(&[letter(&sent, REFUSED_BY_SQS)])
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
 
     let record = queue.receive(SOON).await.remove(0);
     let raw = record.body.clone();
@@ -275,14 +372,12 @@ async fn bodies_hold_only_what_sqs_accepts(queue: &impl TestQueue) {
     queue.delete(&record).await;
     let dead = queue.dead_letters().await;
     assert_eq!(dead.len(), 1);
+    let (body, attributes) = &dead[0];
+    assert!(body.chars().all(sqs_accepts), "raw dead letter: {body:?}");
+    assert_eq!(serde_json::from_str::<DeliveryMessage>(body).unwrap(), sent);
     assert!(
-        dead[0].chars().all(sqs_accepts),
-        "raw dead letter: {:?}",
-        dead[0]
-    );
-    assert_eq!(
-        serde_json::from_str::<DeadLetter>(&dead[0]).unwrap(),
-        letter
+        attributes["LastError"].chars().all(sqs_accepts),
+        "{attributes:?}"
     );
 }
 
@@ -306,7 +401,7 @@ async fn the_local_queue_refuses_what_sqs_refuses() {
 async fn local_queue_passes_the_queue_contract() {
     bodies_hold_only_what_sqs_accepts(&LocalQueue::new(Duration::from_secs(30), 3)).await;
     messages_arrive_once_with_a_receive_count(&LocalQueue::new(Duration::from_secs(30), 3)).await;
-    a_delayed_retry_comes_back_later_with_a_higher_count(&LocalQueue::new(
+    a_rescheduled_message_leaves_the_in_flight_pool_until_its_delay_is_over(&LocalQueue::new(
         Duration::from_secs(30),
         3,
     ))
@@ -322,6 +417,7 @@ async fn local_queue_passes_the_queue_contract() {
 async fn sqs_queue_passes_the_queue_contract() {
     bodies_hold_only_what_sqs_accepts(&SqsPair::new(3).await).await;
     messages_arrive_once_with_a_receive_count(&SqsPair::new(3).await).await;
-    a_delayed_retry_comes_back_later_with_a_higher_count(&SqsPair::new(3).await).await;
+    a_rescheduled_message_leaves_the_in_flight_pool_until_its_delay_is_over(&SqsPair::new(3).await)
+        .await;
     dead_letters_and_redrive_land_in_the_dead_letter_queue(&SqsPair::new(2).await, 2).await;
 }

@@ -4,12 +4,16 @@ use std::collections::HashSet;
 
 use common::adapters::aws::DynamoStore;
 use common::adapters::embedded::MemoryStore;
+use common::domain::delivery::{
+    AttemptRecord, DisabledReason, EndpointHealth, ErrorClass, HealthChange, LogEntry,
+    MessageRecord, MessageState, Outcome,
+};
 use common::domain::endpoint::{Endpoint, EndpointChanges};
 use common::domain::event::{Event, EventType, PendingEvent};
-use common::domain::id::{EndpointId, EventId};
+use common::domain::id::{EndpointId, EventId, MessageId};
 use common::domain::OrgId;
 use common::error::StoreError;
-use common::ports::{BookingStore, EndpointStore, EventOutbox};
+use common::ports::{BookingStore, DeliveryLog, EndpointStore, EventOutbox};
 use common::testing::{create_table, sdk_config};
 
 /// A cap no contract test other than the cap's own reaches.
@@ -27,6 +31,9 @@ pub fn endpoint(org_id: &OrgId, events: &[EventType]) -> Endpoint {
         events: events.to_vec(),
         description: "test".into(),
         disabled: false,
+        disabled_reason: None,
+        disabled_at: None,
+        health: EndpointHealth::default(),
         created_at: "2030-01-01T00:00:00.000Z".into(),
         updated_at: "2030-01-01T00:00:00.000Z".into(),
         secret_ciphertext: vec![1, 2, 3],
@@ -354,7 +361,316 @@ async fn an_org_cannot_pass_its_endpoint_cap(store: &impl EndpointStore) {
     ));
 }
 
-async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox)) {
+async fn health(
+    store: &impl EndpointStore,
+    org: &OrgId,
+    id: &EndpointId,
+    change: HealthChange,
+) -> Option<EndpointHealth> {
+    store.change_health(org, id, change).await.unwrap()
+}
+
+async fn health_changes_are_atomic_conditional_and_scoped(store: &impl EndpointStore) {
+    let a = org("org_health");
+    let ep = endpoint(&a, &[EventType::BookingCreated]);
+    store.insert_endpoint(&ep, CAP).await.unwrap();
+    let id = &ep.id;
+    let h = health(store, &a, id, HealthChange::Failed { at_millis: 1_000 })
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.failure_streak, h.failing_since, h.last_failure_at),
+        (1, Some(1_000), Some(1_000))
+    );
+    let h = health(store, &a, id, HealthChange::Failed { at_millis: 2_000 })
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.failure_streak, h.failing_since, h.last_failure_at),
+        (2, Some(1_000), Some(2_000)),
+        "the streak keeps its start"
+    );
+
+    // Opened once, however many failures race to open it.
+    let open = HealthChange::OpenCircuit {
+        now_millis: 2_000,
+        until_millis: 5_000,
+    };
+    let h = health(store, &a, id, open).await.unwrap();
+    assert_eq!((h.circuit_open_until, h.circuit_opens), (Some(5_000), 1));
+    let again = HealthChange::OpenCircuit {
+        now_millis: 3_000,
+        until_millis: 9_000,
+    };
+    assert_eq!(health(store, &a, id, again).await, None, "already open");
+
+    // One probe, and not before its time.
+    let probe = |now, lease| HealthChange::TakeProbe {
+        now_millis: now,
+        lease_until_millis: lease,
+    };
+    assert_eq!(
+        health(store, &a, id, probe(4_000, 6_000)).await,
+        None,
+        "still open"
+    );
+    let h = health(store, &a, id, probe(5_000, 7_000)).await.unwrap();
+    assert_eq!(h.probe_until, Some(7_000));
+    assert_eq!(
+        health(store, &a, id, probe(5_500, 8_000)).await,
+        None,
+        "taken"
+    );
+    // A failed probe ends the lease, and the circuit opens again, counted.
+    let h = health(store, &a, id, HealthChange::Failed { at_millis: 5_600 })
+        .await
+        .unwrap();
+    assert_eq!((h.failure_streak, h.probe_until), (3, None));
+    let reopen = HealthChange::OpenCircuit {
+        now_millis: 5_600,
+        until_millis: 10_000,
+    };
+    assert_eq!(
+        health(store, &a, id, reopen).await.unwrap().circuit_opens,
+        2
+    );
+    let stored = store.get_endpoint(&a, id).await.unwrap().unwrap();
+    assert_eq!(stored.health.circuit_open_until, Some(10_000));
+
+    // Another org cannot even address it.
+    let other = org("org_health_other");
+    assert_eq!(
+        health(store, &other, id, HealthChange::Failed { at_millis: 1 }).await,
+        None
+    );
+    assert!(!store
+        .disable_endpoint(
+            &other,
+            id,
+            DisabledReason::Failing,
+            "2030-01-01T00:00:00.000Z",
+            None
+        )
+        .await
+        .unwrap());
+
+    // A success ends it all.
+    let h = health(store, &a, id, HealthChange::Succeeded { at_millis: 11_000 })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            h.failure_streak,
+            h.failing_since,
+            h.circuit_open_until,
+            h.circuit_opens,
+            h.probe_until,
+            h.last_success_at
+        ),
+        (0, None, None, 0, None, Some(11_000))
+    );
+
+    // Disabled for failing only when the streak began before the cutoff, and only once.
+    health(store, &a, id, HealthChange::Failed { at_millis: 20_000 })
+        .await
+        .unwrap();
+    let at = "2030-01-02T00:00:00.000Z";
+    assert!(!store
+        .disable_endpoint(&a, id, DisabledReason::Failing, at, Some(20_000))
+        .await
+        .unwrap());
+    assert!(store
+        .disable_endpoint(&a, id, DisabledReason::Failing, at, Some(20_001))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .disable_endpoint(&a, id, DisabledReason::Gone, at, None)
+            .await
+            .unwrap(),
+        "already disabled"
+    );
+    let stored = store.get_endpoint(&a, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.disabled,
+            stored.disabled_reason,
+            stored.disabled_at.as_deref()
+        ),
+        (true, Some(DisabledReason::Failing), Some(at))
+    );
+
+    // Enabled again by its owner: reason cleared, health reset; disabled by its owner: manual.
+    let enable = EndpointChanges {
+        disabled: Some(false),
+        ..EndpointChanges::default()
+    };
+    let enabled = store
+        .update_endpoint(&a, id, &enable, "2030-01-03T00:00:00.000Z")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            enabled.disabled,
+            enabled.disabled_reason,
+            enabled.disabled_at
+        ),
+        (false, None, None)
+    );
+    assert_eq!(enabled.health, EndpointHealth::default());
+    let disable = EndpointChanges {
+        disabled: Some(true),
+        ..EndpointChanges::default()
+    };
+    let disabled = store
+        .update_endpoint(&a, id, &disable, "2030-01-04T00:00:00.000Z")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (disabled.disabled_reason, disabled.disabled_at.as_deref()),
+        (
+            Some(DisabledReason::Manual),
+            Some("2030-01-04T00:00:00.000Z")
+        )
+    );
+
+    let unknown = EndpointId::generate().unwrap();
+    assert_eq!(
+        health(
+            store,
+            &a,
+            &unknown,
+            HealthChange::Succeeded { at_millis: 1 }
+        )
+        .await,
+        None
+    );
+}
+
+fn log_entry(
+    org: &OrgId,
+    endpoint: &EndpointId,
+    message: &MessageId,
+    attempt: u32,
+    outcome: Outcome,
+    state: MessageState,
+) -> LogEntry {
+    LogEntry {
+        attempt: AttemptRecord {
+            org: org.clone(),
+            endpoint_id: endpoint.clone(),
+            message_id: message.clone(),
+            attempt,
+            at: format!("2030-01-01T00:00:0{attempt}.000Z"),
+            outcome,
+            status_code: Some(if outcome == Outcome::Delivered {
+                200
+            } else {
+                503
+            }),
+            error_class: (outcome != Outcome::Delivered).then_some(ErrorClass::HttpStatus),
+            error: (outcome != Outcome::Delivered).then(|| "HTTP 503: busy".to_owned()),
+            latency_ms: 40 + u64::from(attempt),
+            response_body: Some(format!("body {attempt} \u{FFFD} é")),
+            expires_at: 4_102_444_800,
+        },
+        message: MessageRecord {
+            org: org.clone(),
+            endpoint_id: endpoint.clone(),
+            message_id: message.clone(),
+            event_id: Some(EventId::generate().unwrap()),
+            event_type: "booking.created".into(),
+            timestamp: "2030-01-01T00:00:00.000Z".into(),
+            data: serde_json::json!({ "booking": { "id": "bk_1" } }),
+            state,
+            attempts: attempt,
+            next_attempt_at: (state == MessageState::Pending)
+                .then(|| "2030-01-01T00:05:00.000Z".to_owned()),
+            last_status: Some(503),
+            last_error: Some("HTTP 503: busy".into()),
+            updated_at: format!("2030-01-01T00:00:0{attempt}.500Z"),
+            expires_at: 4_102_444_800,
+        },
+    }
+}
+
+async fn the_delivery_log_keeps_attempts_in_order_under_the_org(store: &impl DeliveryLog) {
+    let (a, b) = (org("org_log_a"), org("org_log_b"));
+    let endpoint = EndpointId::generate().unwrap();
+    let message = MessageId::generate().unwrap();
+    let first = log_entry(
+        &a,
+        &endpoint,
+        &message,
+        1,
+        Outcome::Failed,
+        MessageState::Pending,
+    );
+    let second = log_entry(
+        &a,
+        &endpoint,
+        &message,
+        2,
+        Outcome::Failed,
+        MessageState::Pending,
+    );
+    // Attempts 1 to 12 of other messages, in one call: more than one BatchWriteItem holds.
+    let many: Vec<LogEntry> = (1..=12)
+        .map(|n| {
+            log_entry(
+                &a,
+                &endpoint,
+                &MessageId::generate().unwrap(),
+                n,
+                Outcome::Failed,
+                MessageState::Pending,
+            )
+        })
+        .collect();
+    store.record(&many).await.unwrap();
+    // The same attempt twice in one call (a repeat after a crash): the later one stands.
+    let mut repeated = second.clone();
+    repeated.attempt.latency_ms = 99;
+    store
+        .record(&[second.clone(), first.clone(), repeated.clone()])
+        .await
+        .unwrap();
+    let third = log_entry(
+        &a,
+        &endpoint,
+        &message,
+        10,
+        Outcome::Delivered,
+        MessageState::Delivered,
+    );
+    store.record(std::slice::from_ref(&third)).await.unwrap();
+
+    let attempts = store.attempts_of(&a, &endpoint, &message).await.unwrap();
+    assert_eq!(
+        attempts,
+        vec![first.attempt, repeated.attempt, third.attempt.clone()],
+        "in attempt order (10 after 2)"
+    );
+    assert_eq!(
+        store.message_record(&a, &endpoint, &message).await.unwrap(),
+        Some(third.message)
+    );
+    assert!(store
+        .attempts_of(&b, &endpoint, &message)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.message_record(&b, &endpoint, &message).await.unwrap(),
+        None
+    );
+}
+
+async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox + DeliveryLog)) {
+    health_changes_are_atomic_conditional_and_scoped(store).await;
+    the_delivery_log_keeps_attempts_in_order_under_the_org(store).await;
     crud_is_scoped_to_the_org(store).await;
     an_org_cannot_pass_its_endpoint_cap(store).await;
     an_event_set_aside_comes_after_those_due_before_it(store).await;

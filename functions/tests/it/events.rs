@@ -76,8 +76,11 @@ async fn every_sample_event_runs_through_its_handler() {
                     common::config::DeliveryConfig::from_source(&|_: &str| None).unwrap();
                 delivery.targets = local;
                 let deliverer = Deliverer::new(store.clone(), cipher.clone(), delivery).unwrap();
-                let control = Arc::new(LocalQueue::new(Duration::from_secs(30), 8));
-                let response = deliverer.handle_sqs_event(control.as_ref(), event).await;
+                let control = Arc::new(LocalQueue::new(Duration::from_secs(30), 5));
+                let deadline = common::time::unix_millis_now() + 30_000;
+                let response = deliverer
+                    .handle_sqs_event(control.as_ref(), event, deadline)
+                    .await;
                 assert!(response.batch_item_failures.is_empty());
                 let received = sink.received();
                 assert_eq!(received.len(), 1);

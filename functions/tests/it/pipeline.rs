@@ -9,8 +9,9 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use common::adapters::aws::{DynamoStore, KmsCipher, SqsDeliveryQueue};
 use common::api;
 use common::config::DeliveryConfig;
-use common::delivery::{DeadLetter, DeadLetterReason, Deliverer};
-use common::domain::event::EventType;
+use common::delivery::Deliverer;
+use common::domain::delivery::{CircuitPolicy, DeadLetter, DisabledReason, MAX_RECEIVES};
+use common::domain::event::{DeliveryMessage, EventType};
 use common::domain::id::EndpointId;
 use common::domain::target::TargetPolicy;
 use common::ports::{
@@ -36,6 +37,39 @@ fn delivery_config(targets: TargetPolicy, schedule: &str) -> DeliveryConfig {
         request_timeout: Duration::from_secs(3),
         concurrency: 4,
         secret_cache_ttl: Duration::from_secs(300),
+        circuit: CircuitPolicy {
+            failures: 100,
+            open_for: Duration::from_secs(60),
+        },
+        disable_after: Duration::from_secs(5 * 86_400),
+        retention: Duration::from_secs(30 * 86_400),
+    }
+}
+
+/// A dead letter as the DLQ holds it: the body, and why it stopped (message attributes).
+pub struct Letter {
+    pub body: String,
+    pub message: Option<DeliveryMessage>,
+    pub reason: Option<String>,
+    pub attempts: Option<u32>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+impl Letter {
+    pub fn new(body: String, attributes: &std::collections::BTreeMap<String, String>) -> Self {
+        Self {
+            message: serde_json::from_str(&body).ok(),
+            body,
+            reason: attributes.get(DeadLetter::REASON).cloned(),
+            attempts: attributes
+                .get(DeadLetter::ATTEMPTS)
+                .map(|v| v.parse().unwrap()),
+            last_status: attributes
+                .get(DeadLetter::LAST_STATUS)
+                .map(|v| v.parse().unwrap()),
+            last_error: attributes.get(DeadLetter::LAST_ERROR).cloned(),
+        }
     }
 }
 
@@ -54,16 +88,12 @@ impl World {
         let sdk = sdk_config().await;
         let table = create_table(&sdk).await;
         let key = create_key(&sdk).await;
-        let attempts = schedule
-            .parse::<common::domain::retry::RetrySchedule>()
-            .unwrap()
-            .max_attempts();
         Self {
             table: table.clone(),
             key: key.clone(),
             store: DynamoStore::from_sdk_config(&sdk, &table),
             cipher: KmsCipher::from_sdk_config(&sdk, &key),
-            queue: SqsPair::new(attempts).await,
+            queue: SqsPair::new(MAX_RECEIVES).await,
             deliverer: Deliverer::new(
                 DynamoStore::from_sdk_config(&sdk, &table),
                 KmsCipher::from_sdk_config(&sdk, &key),
@@ -139,14 +169,11 @@ impl World {
     }
 
     /// Runs the delivery handler on one received batch, as Lambda would, and returns the ids it
-    /// asks to retry.
+    /// leaves to the queue.
     async fn deliver_once(&self, wait: Duration) -> (usize, Vec<String>) {
         let event = self.receive_event(wait).await;
         let count = event.records.len();
-        let response = self
-            .deliverer
-            .handle_sqs_event(&self.queue.control, event)
-            .await;
+        let response = self.handle(event).await;
         let failed = response
             .batch_item_failures
             .into_iter()
@@ -155,8 +182,16 @@ impl World {
         (count, failed)
     }
 
+    /// The handler on an event, with a Lambda deadline 30 s away.
+    async fn handle(&self, event: SqsEvent) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        let deadline = common::time::unix_millis_now() + 30_000;
+        self.deliverer
+            .handle_sqs_event(&self.queue.control, event, deadline)
+            .await
+    }
+
     /// Everything in the dead-letter queue (received batches stay hidden, so this drains it).
-    async fn dead_letters(&self) -> Vec<DeadLetter> {
+    async fn dead_letters(&self) -> Vec<Letter> {
         let mut letters = Vec::new();
         loop {
             let batch = self
@@ -166,11 +201,15 @@ impl World {
             if batch.is_empty() {
                 return letters;
             }
-            letters.extend(
-                batch
+            letters.extend(batch.into_iter().map(|m| {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
                     .into_iter()
-                    .map(|m| serde_json::from_str(&m.body.unwrap()).unwrap()),
-            );
+                    .filter_map(|(name, value)| Some((name, value.string_value?)))
+                    .collect();
+                Letter::new(m.body.unwrap_or_default(), &attributes)
+            }));
         }
     }
 }
@@ -261,8 +300,8 @@ async fn a_flaky_subscriber_gets_the_same_message_id_on_a_later_attempt() {
     let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
     assert_eq!(
         (count, failed.len()),
-        (1, 1),
-        "the failed record is reported for retry"
+        (1, 0),
+        "the failed record is settled at once: re-sent for its next attempt"
     );
     let (count, failed) = world.deliver_once(Duration::ZERO).await;
     assert_eq!(
@@ -300,8 +339,7 @@ async fn an_always_failing_subscriber_ends_in_the_dead_letter_queue() {
     for attempt in 1..=3 {
         let (count, failed) = world.deliver_once(Duration::from_secs(6)).await;
         assert_eq!(count, 1, "attempt {attempt} was handed out");
-        let expected_failures = if attempt < 3 { 1 } else { 0 };
-        assert_eq!(failed.len(), expected_failures, "attempt {attempt}");
+        assert!(failed.is_empty(), "attempt {attempt} settled at once");
     }
     assert_eq!(sink.received().len(), 3, "exactly the configured attempts");
     assert_eq!(
@@ -313,12 +351,17 @@ async fn an_always_failing_subscriber_ends_in_the_dead_letter_queue() {
     let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
-    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.reason.as_deref(), Some("retriesExhausted"));
+    assert_eq!(letter.attempts, Some(3));
     assert_eq!(letter.last_status, Some(500));
     assert!(letter.last_error.as_deref().unwrap().contains("HTTP 500"));
     let message = letter.message.as_ref().unwrap();
     assert_eq!(message.endpoint_id.as_str(), endpoint_id);
+    assert_eq!(
+        (message.attempt, message.due_at.as_deref()),
+        (1, None),
+        "a replay starts a fresh schedule"
+    );
     assert_eq!(
         message.id.as_str(),
         sink.received()[0].headers["webhook-id"]
@@ -360,17 +403,25 @@ async fn a_mixed_batch_reports_only_the_failed_records() {
         .message_id
         .clone()
         .unwrap();
-    let response = world
-        .deliverer
-        .handle_sqs_event(&world.queue.control, event)
-        .await;
-    let failed: Vec<_> = response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect();
-    assert_eq!(failed, vec![bad_record]);
+    let response = world.handle(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "every record settled, the failed one re-sent for later"
+    );
     assert_eq!((good.received().len(), bad.received().len()), (1, 1));
+    let retry = world
+        .queue
+        .receive_from(&world.queue.url, Duration::ZERO)
+        .await;
+    assert!(retry.is_empty(), "the retry waits out of sight");
+    let delayed = world
+        .queue
+        .queue_attribute(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .await;
+    assert_eq!(
+        delayed, 1,
+        "only {bad_record}'s next attempt waits in the queue"
+    );
 
     let letters = world.dead_letters().await;
     assert_eq!(
@@ -378,10 +429,10 @@ async fn a_mixed_batch_reports_only_the_failed_records() {
         1,
         "the unreadable message is parked, not retried"
     );
-    assert_eq!(letters[0].reason, DeadLetterReason::Unreadable);
+    assert_eq!(letters[0].reason.as_deref(), Some("unreadable"));
     assert_eq!(
-        letters[0].raw_body.as_deref(),
-        Some("not a delivery message")
+        letters[0].body, "not a delivery message",
+        "parked as it was"
     );
 }
 
@@ -402,7 +453,7 @@ async fn a_redirect_is_a_failure_and_its_location_is_never_fetched() {
         .await;
 
     let (count, failed) = world.deliver_once(Duration::from_secs(3)).await;
-    assert_eq!((count, failed.len()), (1, 1));
+    assert_eq!((count, failed.len()), (1, 0));
     assert_eq!(redirecting.received().len(), 1);
     assert!(elsewhere.received().is_empty());
 }
@@ -424,6 +475,8 @@ async fn a_410_disables_the_endpoint_without_retry() {
         .unwrap()
         .unwrap();
     assert!(endpoint.disabled);
+    assert_eq!(endpoint.disabled_reason, Some(DisabledReason::Gone));
+    assert!(endpoint.disabled_at.is_some());
 
     // Later messages for it are dropped, not sent.
     world.post_booking("org_gone", &world.queue.producer).await;
@@ -601,8 +654,9 @@ async fn a_warm_container_decrypts_each_secret_once() {
         world.post_booking("org_cache", &world.queue.producer).await;
         let event = world.receive_event(Duration::from_secs(3)).await;
         assert_eq!(event.records.len(), 1);
+        let deadline = common::time::unix_millis_now() + 30_000;
         let response = deliverer
-            .handle_sqs_event(&world.queue.control, event)
+            .handle_sqs_event(&world.queue.control, event, deadline)
             .await;
         assert!(response.batch_item_failures.is_empty());
     }
@@ -644,10 +698,7 @@ async fn a_batch_is_delivered_concurrently_so_a_slow_subscriber_holds_nobody() {
         assert!(!more.records.is_empty(), "messages went missing");
         event.records.extend(more.records);
     }
-    let response = world
-        .deliverer
-        .handle_sqs_event(&world.queue.control, event)
-        .await;
+    let response = world.handle(event).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((first.received().len(), second.received().len()), (1, 1));
 }
@@ -700,18 +751,25 @@ async fn private_targets_are_refused_at_delivery_end_to_end() {
     }
     world.post_booking("org_ssrf", &world.queue.producer).await;
 
-    // Two attempts each ("1s": one retry), then the dead-letter queue says why.
+    // One attempt each, dead-lettered at once: a refused target is not retried.
     let mut handed_out = 0;
-    while handed_out < 2 * urls.len() {
+    while handed_out < urls.len() {
         let (count, _) = world.deliver_once(Duration::from_secs(5)).await;
         assert!(count > 0, "messages went missing");
         handed_out += count;
     }
+    assert_eq!(
+        world.deliver_once(Duration::from_secs(2)).await.0,
+        0,
+        "no retry"
+    );
     let letters = world.dead_letters().await;
     assert_eq!(letters.len(), urls.len());
     for letter in &letters {
         let error = letter.last_error.as_deref().unwrap();
         assert!(error.starts_with("refused target"), "{error}");
+        assert_eq!(letter.reason.as_deref(), Some("refusedTarget"));
+        assert_eq!(letter.attempts, Some(1));
     }
     assert!(
         loopback.received().is_empty(),
@@ -856,8 +914,8 @@ async fn a_secret_that_no_longer_decrypts_is_dead_lettered_at_once() {
     );
     let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].reason, DeadLetterReason::SecretUnusable);
-    assert_eq!(letters[0].attempts, 1);
+    assert_eq!(letters[0].reason.as_deref(), Some("secretUnusable"));
+    assert_eq!(letters[0].attempts, Some(1));
 }
 
 /// This machine's host name when it resolves to loopback only (as /etc/hosts makes it here): a
@@ -875,9 +933,10 @@ async fn name_resolving_to_loopback() -> Option<String> {
     loopback_only.then_some(name)
 }
 
-/// One POST through the delivery client; the error text of a failed attempt without a status.
+/// One POST through the delivery client; the error text of a failed or refused attempt
+/// without a status.
 async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> String {
-    let outcome = client
+    let result = client
         .post(common::delivery::SignedRequest {
             url,
             message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
@@ -886,12 +945,13 @@ async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> Str
             body: "{}".into(),
         })
         .await;
-    match outcome {
-        common::delivery::AttemptOutcome::Failed {
+    match result.outcome {
+        common::delivery::PostOutcome::Failed {
             status: None,
             error,
             ..
-        } => error,
+        }
+        | common::delivery::PostOutcome::Refused { error } => error,
         other => panic!("{url}: expected a failure without a status, got {other:?}"),
     }
 }
@@ -931,10 +991,7 @@ async fn a_booking_holding_characters_sqs_refuses_is_delivered_intact() {
         raw.chars().all(common::domain::queue_body::sqs_accepts),
         "{raw:?}"
     );
-    let response = world
-        .deliverer
-        .handle_sqs_event(&world.queue.control, event)
-        .await;
+    let response = world.handle(event).await;
     assert!(response.batch_item_failures.is_empty());
     let received = sink.received();
     assert_eq!(received.len(), 1);
@@ -1027,7 +1084,7 @@ async fn a_message_naming_no_valid_org_is_dead_lettered_not_dropped() {
     );
     let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].reason, DeadLetterReason::Unreadable);
+    assert_eq!(letters[0].reason.as_deref(), Some("unreadable"));
     assert_eq!(letters[0].message.as_ref(), Some(&message));
     assert!(letters[0]
         .last_error

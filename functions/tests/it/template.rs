@@ -37,35 +37,37 @@ fn setting(template: &str, key: &str) -> String {
 }
 
 #[test]
-fn the_queues_fit_the_retry_schedule() {
+fn the_queues_fit_the_delivery_model() {
     let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
-    let schedule: common::domain::retry::RetrySchedule =
-        setting(&template, "WEBHOOKS_RETRY_SCHEDULE:")
-            .parse()
-            .unwrap();
+    let _: common::domain::retry::RetrySchedule = setting(&template, "WEBHOOKS_RETRY_SCHEDULE:")
+        .parse()
+        .unwrap();
     let max_receive_count: u32 = setting(&template, "maxReceiveCount:").parse().unwrap();
     assert_eq!(
         max_receive_count,
-        schedule.max_attempts(),
-        "the redrive must not take a message before its last attempt"
+        common::domain::delivery::MAX_RECEIVES,
+        "the redrive catches poison messages only, after the receives the local queue allows"
     );
-
-    // Every delay at the top of its jitter, plus a 180 s visibility timeout per attempt.
-    let worst: std::time::Duration = (1..schedule.max_attempts())
-        .map(|attempt| match schedule.next_step(attempt, None, 1.0) {
-            common::domain::retry::NextStep::RetryIn(delay) => {
-                delay + std::time::Duration::from_secs(180)
-            }
-            common::domain::retry::NextStep::GiveUp => panic!("schedule ended early"),
-        })
-        .sum();
+    assert!(
+        !template.contains("ChangeMessageVisibility"),
+        "retries wait out of the in-flight pool, not behind a visibility timeout"
+    );
+    // A queue message lives one hop at most: its delay, then a few receives.
+    let visibility: u64 = setting(&template, "VisibilityTimeout:").parse().unwrap();
     let retention: u64 = setting(&template, "MessageRetentionPeriod:")
         .parse()
         .unwrap();
+    let longest =
+        common::ports::MAX_QUEUE_DELAY.as_secs() + visibility * u64::from(max_receive_count);
     assert!(
-        worst.as_secs() < retention,
-        "SQS would expire a message ({retention} s) before its last attempt ({} s)",
-        worst.as_secs()
+        longest < retention,
+        "SQS would expire a message ({retention} s) before its last receive ({longest} s)"
+    );
+    let deliver = &template[template.find("  DeliverWebhooksFunction:").unwrap()..];
+    let timeout: u64 = setting(deliver, "Timeout:").parse().unwrap();
+    assert!(
+        timeout <= visibility,
+        "SQS requires the visibility timeout to cover the function's"
     );
 }
 

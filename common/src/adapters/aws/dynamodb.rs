@@ -10,20 +10,25 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, CancellationReason, Delete, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use futures_util::future::join_all;
 
 use super::describe;
 use crate::domain::booking::Booking;
+use crate::domain::delivery::{
+    AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
+};
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
-use crate::domain::id::{random_hex, BookingId, EndpointId, EventId};
+use crate::domain::id::{random_hex, BookingId, EndpointId, EventId, MessageId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
-use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
+use crate::ports::{
+    BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE,
+};
 use crate::time::unix_seconds_now;
 
 type Item = HashMap<String, AttributeValue>;
@@ -31,6 +36,8 @@ type Item = HashMap<String, AttributeValue>;
 const ENDPOINT_PREFIX: &str = "EP#";
 const BOOKING_PREFIX: &str = "BK#";
 const EVENT_PREFIX: &str = "EVT#";
+const MESSAGE_PREFIX: &str = "MSG#";
+const ATTEMPT_PREFIX: &str = "ATT#";
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -67,6 +74,10 @@ impl DynamoStore {
 
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
 }
 
 fn partition(org: &OrgId) -> AttributeValue {
@@ -175,6 +186,20 @@ fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
             .get("disabled")
             .and_then(|v| v.as_bool().ok())
             .ok_or_else(|| corrupt("attribute disabled is missing"))?,
+        disabled_reason: item
+            .get("disabledReason")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| v.parse::<DisabledReason>().ok()),
+        disabled_at: item.get("disabledAt").and_then(|v| v.as_s().ok()).cloned(),
+        health: EndpointHealth {
+            failure_streak: number(item, "failureStreak").unwrap_or(0),
+            failing_since: number(item, "failingSince"),
+            last_success_at: number(item, "lastSuccessAt"),
+            last_failure_at: number(item, "lastFailureAt"),
+            circuit_open_until: number(item, "circuitOpenUntil"),
+            circuit_opens: number(item, "circuitOpens").unwrap_or(0),
+            probe_until: number(item, "probeUntil"),
+        },
         created_at: text(item, "createdAt")?.to_owned(),
         updated_at: text(item, "updatedAt")?.to_owned(),
         secret_ciphertext: item
@@ -339,12 +364,40 @@ impl EndpointStore for DynamoStore {
                 AttributeValue::Bool(disabled),
             );
         }
+        let mut removes: &[&str] = &[];
+        if changes.disabled == Some(true) {
+            set(
+                "disabledReason",
+                "#disabledReason = :disabledReason",
+                s(DisabledReason::Manual.as_str()),
+            );
+            set("disabledAt", "#disabledAt = :disabledAt", s(updated_at));
+        }
+        if changes.disabled == Some(false) {
+            // Enabled again: a fresh start, its circuit closed.
+            set("failureStreak", "#failureStreak = :failureStreak", n(0));
+            set("circuitOpens", "#circuitOpens = :circuitOpens", n(0));
+            removes = &[
+                "disabledReason",
+                "disabledAt",
+                "failingSince",
+                "lastSuccessAt",
+                "lastFailureAt",
+                "circuitOpenUntil",
+                "probeUntil",
+            ];
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(" REMOVE ");
+            expression.push_str(&removes.join(", "));
+        }
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(endpoint_key(org, id)))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(expression)
             .condition_expression("attribute_exists(PK)")
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -396,6 +449,96 @@ impl EndpointStore for DynamoStore {
         match result {
             Ok(_) => Ok(true),
             Err(e) if failed_conditions(&e).iter().any(|(index, _)| *index == 0) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn change_health(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        change: HealthChange,
+    ) -> Result<Option<EndpointHealth>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .return_values(ReturnValue::AllNew);
+        let update = match change {
+            HealthChange::Succeeded { at_millis } => update
+                .update_expression("SET failureStreak = :zero, circuitOpens = :zero, lastSuccessAt = :at REMOVE failingSince, circuitOpenUntil, probeUntil")
+                .condition_expression("attribute_exists(PK)")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":at", n(at_millis)),
+            HealthChange::Failed { at_millis } => update
+                .update_expression("SET failureStreak = if_not_exists(failureStreak, :zero) + :one, failingSince = if_not_exists(failingSince, :at), lastFailureAt = :at REMOVE probeUntil")
+                .condition_expression("attribute_exists(PK)")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":at", n(at_millis)),
+            HealthChange::OpenCircuit { now_millis, until_millis } => update
+                .update_expression("SET circuitOpenUntil = :until, circuitOpens = if_not_exists(circuitOpens, :zero) + :one")
+                // Concurrent failures open it once.
+                .condition_expression("attribute_exists(PK) AND (attribute_not_exists(circuitOpenUntil) OR circuitOpenUntil <= :now)")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_millis))
+                .expression_attribute_values(":until", n(until_millis)),
+            HealthChange::TakeProbe { now_millis, lease_until_millis } => update
+                .update_expression("SET probeUntil = :lease")
+                .condition_expression("attribute_exists(PK) AND circuitOpenUntil <= :now AND (attribute_not_exists(probeUntil) OR probeUntil <= :now)")
+                .expression_attribute_values(":now", n(now_millis))
+                .expression_attribute_values(":lease", n(lease_until_millis)),
+        };
+        match update.send().await {
+            Ok(output) => Ok(output
+                .attributes
+                .as_ref()
+                .map(endpoint_from_item)
+                .transpose()?
+                .map(|endpoint| endpoint.health)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn disable_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        reason: DisabledReason,
+        at: &str,
+        failing_since_before: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut condition = "attribute_exists(PK) AND disabled = :false".to_owned();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .update_expression("SET disabled = :true, disabledReason = :reason, disabledAt = :at")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":reason", s(reason.as_str()))
+            .expression_attribute_values(":at", s(at));
+        if let Some(cutoff) = failing_since_before {
+            condition.push_str(" AND failingSince < :cutoff");
+            update = update.expression_attribute_values(":cutoff", n(cutoff));
+        }
+        match update.condition_expression(condition).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -677,6 +820,258 @@ impl EventOutbox for DynamoStore {
     }
 }
 
+fn message_key(org: &OrgId, endpoint: &EndpointId, message: &MessageId) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        (
+            "SK".to_owned(),
+            s(format!("{MESSAGE_PREFIX}{endpoint}#{message}")),
+        ),
+    ])
+}
+
+/// The attempts of a message sort by number (zero-padded) after its prefix.
+fn attempts_prefix(endpoint: &EndpointId, message: &MessageId) -> String {
+    format!("{ATTEMPT_PREFIX}{endpoint}#{message}#")
+}
+
+fn optional(item: &mut Item, name: &str, value: Option<AttributeValue>) {
+    if let Some(value) = value {
+        item.insert(name.to_owned(), value);
+    }
+}
+
+fn attempt_item(record: &AttemptRecord) -> Item {
+    let mut item = HashMap::from([
+        ("PK".to_owned(), partition(&record.org)),
+        (
+            "SK".to_owned(),
+            s(format!(
+                "{}{:05}",
+                attempts_prefix(&record.endpoint_id, &record.message_id),
+                record.attempt
+            )),
+        ),
+        ("kind".to_owned(), s("attempt")),
+        ("endpointId".to_owned(), s(record.endpoint_id.as_str())),
+        ("messageId".to_owned(), s(record.message_id.as_str())),
+        ("attempt".to_owned(), n(record.attempt)),
+        ("at".to_owned(), s(&record.at)),
+        ("outcome".to_owned(), s(record.outcome.as_str())),
+        ("latencyMs".to_owned(), n(record.latency_ms)),
+        ("trigger".to_owned(), s("scheduled")),
+        ("expiresAt".to_owned(), n(record.expires_at)),
+    ]);
+    optional(&mut item, "statusCode", record.status_code.map(n));
+    optional(
+        &mut item,
+        "errorClass",
+        record.error_class.map(|c| s(c.as_str())),
+    );
+    optional(&mut item, "error", record.error.clone().map(s));
+    optional(
+        &mut item,
+        "responseBody",
+        record.response_body.clone().map(s),
+    );
+    item
+}
+
+fn attempt_from_item(org: &OrgId, item: &Item) -> Result<AttemptRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("attempt record: {what}"));
+    let optional_text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Ok(AttemptRecord {
+        org: org.clone(),
+        endpoint_id: EndpointId::parse(text(item, "endpointId")?)
+            .ok_or_else(|| corrupt("endpointId"))?,
+        message_id: MessageId::parse(text(item, "messageId")?)
+            .ok_or_else(|| corrupt("messageId"))?,
+        attempt: number(item, "attempt").ok_or_else(|| corrupt("attempt"))?,
+        at: text(item, "at")?.to_owned(),
+        outcome: text(item, "outcome")?
+            .parse()
+            .map_err(|e: String| corrupt(&e))?,
+        status_code: number(item, "statusCode"),
+        error_class: optional_text("errorClass").and_then(|c| c.parse().ok()),
+        error: optional_text("error"),
+        latency_ms: number(item, "latencyMs").unwrap_or(0),
+        response_body: optional_text("responseBody"),
+        expires_at: number(item, "expiresAt").unwrap_or(0),
+    })
+}
+
+fn message_item(record: &MessageRecord) -> Result<Item, StoreError> {
+    let data =
+        serde_json::to_string(&record.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut item = message_key(&record.org, &record.endpoint_id, &record.message_id);
+    item.extend([
+        ("kind".to_owned(), s("message")),
+        ("endpointId".to_owned(), s(record.endpoint_id.as_str())),
+        ("id".to_owned(), s(record.message_id.as_str())),
+        ("type".to_owned(), s(&record.event_type)),
+        ("timestamp".to_owned(), s(&record.timestamp)),
+        ("data".to_owned(), s(data)),
+        ("state".to_owned(), s(record.state.as_str())),
+        ("attempts".to_owned(), n(record.attempts)),
+        ("updatedAt".to_owned(), s(&record.updated_at)),
+        ("expiresAt".to_owned(), n(record.expires_at)),
+    ]);
+    optional(
+        &mut item,
+        "eventId",
+        record.event_id.as_ref().map(|id| s(id.as_str())),
+    );
+    optional(
+        &mut item,
+        "nextAttemptAt",
+        record.next_attempt_at.clone().map(s),
+    );
+    optional(&mut item, "lastStatus", record.last_status.map(n));
+    optional(&mut item, "lastError", record.last_error.clone().map(s));
+    Ok(item)
+}
+
+fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("message record: {what}"));
+    let optional_text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Ok(MessageRecord {
+        org: org.clone(),
+        endpoint_id: EndpointId::parse(text(item, "endpointId")?)
+            .ok_or_else(|| corrupt("endpointId"))?,
+        message_id: MessageId::parse(text(item, "id")?).ok_or_else(|| corrupt("id"))?,
+        event_id: optional_text("eventId").and_then(|id| EventId::parse(&id)),
+        event_type: text(item, "type")?.to_owned(),
+        timestamp: text(item, "timestamp")?.to_owned(),
+        data: serde_json::from_str(text(item, "data")?).map_err(|e| corrupt(&e.to_string()))?,
+        state: text(item, "state")?
+            .parse()
+            .map_err(|e: String| corrupt(&e))?,
+        attempts: number(item, "attempts").unwrap_or(0),
+        next_attempt_at: optional_text("nextAttemptAt"),
+        last_status: number(item, "lastStatus"),
+        last_error: optional_text("lastError"),
+        updated_at: text(item, "updatedAt")?.to_owned(),
+        expires_at: number(item, "expiresAt").unwrap_or(0),
+    })
+}
+
+/// Most items one `BatchWriteItem` takes.
+const MAX_BATCH_WRITE: usize = 25;
+/// Rounds of re-sending what DynamoDB left unprocessed (throttling) before giving up.
+const UNPROCESSED_ROUNDS: u32 = 4;
+
+impl DynamoStore {
+    /// Puts items, 25 to a `BatchWriteItem`, re-sending what comes back unprocessed a few
+    /// times with a short backoff.
+    async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut requests = Vec::with_capacity(MAX_BATCH_WRITE);
+            for item in items.by_ref().take(MAX_BATCH_WRITE) {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut round = 0;
+            while !requests.is_empty() {
+                if round == UNPROCESSED_ROUNDS {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} items still unprocessed after {UNPROCESSED_ROUNDS} rounds",
+                        requests.len()
+                    )));
+                }
+                if round > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << round)).await;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut items| items.remove(&self.table))
+                    .unwrap_or_default();
+                round += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DeliveryLog for DynamoStore {
+    async fn record(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        // One batch may not name an item twice; the later write of a key wins.
+        let mut items: Vec<Item> = Vec::with_capacity(entries.len() * 2);
+        for LogEntry { attempt, message } in entries {
+            for item in [attempt_item(attempt), message_item(message)?] {
+                items.retain(|old| {
+                    old.get("PK") != item.get("PK") || old.get("SK") != item.get("SK")
+                });
+                items.push(item);
+            }
+        }
+        self.put_all(items).await
+    }
+
+    async fn attempts_of(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                .expression_attribute_values(":pk", partition(org))
+                .expression_attribute_values(":prefix", s(attempts_prefix(endpoint_id, message_id)))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items() {
+                records.push(attempt_from_item(org, item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    async fn message_record(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(message_key(org, endpoint_id, message_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output
+            .item
+            .as_ref()
+            .map(|item| message_from_item(org, item))
+            .transpose()
+    }
+}
+
 /// Reads a booking back (tests and operators; the API has no booking read route yet).
 impl DynamoStore {
     pub async fn booking_exists(&self, org: &OrgId, id: &BookingId) -> Result<bool, StoreError> {
@@ -699,32 +1094,10 @@ impl DynamoStore {
 #[cfg(feature = "test-support")]
 impl DynamoStore {
     pub async fn seed_pending_events(&self, events: &[(OrgId, Event)]) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-        for chunk in events.chunks(25) {
-            let mut requests = chunk
-                .iter()
-                .map(|(org, event)| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(event_item(org, event)?))
-                        .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            while !requests.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut items| items.remove(&self.table))
-                    .unwrap_or_default();
-            }
-        }
-        Ok(())
+        let items = events
+            .iter()
+            .map(|(org, event)| event_item(org, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_all(items).await
     }
 }

@@ -8,7 +8,7 @@ mod sqs;
 
 pub use dynamodb::{DynamoStore, PENDING_EVENTS_INDEX};
 pub use kms::KmsCipher;
-pub use sqs::{SqsDeliveryQueue, SqsRetryControl};
+pub use sqs::{SqsConsumer, SqsDeliveryQueue};
 
 use std::time::Duration;
 

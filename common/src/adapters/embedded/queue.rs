@@ -1,6 +1,8 @@
 //! A local queue with the SQS semantics the delivery pipeline relies on: a received message is
 //! invisible until deleted or until its visibility runs out, every receive counts, a message can
-//! be hidden for a delay, and one received too often is redriven to a dead-letter list.
+//! be sent with a delay (at most 15 min, as SQS), one received too often is redriven to a
+//! dead-letter list, and the in-flight count is what SQS calls
+//! `ApproximateNumberOfMessagesNotVisible`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -8,10 +10,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::delivery::{DeadLetter, QueueRecord};
+use std::collections::BTreeMap;
+
+use crate::domain::delivery::{DeadLetter, QueueRecord};
 use crate::domain::queue_body::{sqs_accepts, QueueBody};
 use crate::error::QueueError;
-use crate::ports::{DeliveryQueue, RetryControl, MAX_ENQUEUE_BATCH};
+use crate::ports::{DeliveryQueue, QueueConsumer, MAX_ENQUEUE_BATCH, MAX_QUEUE_DELAY};
 
 struct Entry {
     message_id: String,
@@ -21,10 +25,18 @@ struct Entry {
     receipt_handle: Option<String>,
 }
 
+/// A message in the dead-letter list: its body, and the attributes that say why (none when
+/// the queue redrove it after too many receives).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterEntry {
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
 #[derive(Default)]
 struct State {
     entries: Vec<Entry>,
-    dead_letters: Vec<String>,
+    dead_letters: Vec<DeadLetterEntry>,
     sequence: u64,
 }
 
@@ -85,6 +97,11 @@ impl LocalQueue {
 
     /// Sends a body; refuses, as SQS does, one holding a character SQS does not accept.
     pub fn send(&self, body: String) -> Result<String, QueueError> {
+        self.send_delayed(body, Duration::ZERO)
+    }
+
+    /// Sends a body hidden for `delay` (cut to SQS's 15 min).
+    pub fn send_delayed(&self, body: String, delay: Duration) -> Result<String, QueueError> {
         refuse_what_sqs_refuses(&body)?;
         let mut state = self.state.lock().map_err(poisoned)?;
         state.sequence += 1;
@@ -93,7 +110,7 @@ impl LocalQueue {
             message_id: message_id.clone(),
             body,
             receive_count: 0,
-            visible_at: Instant::now(),
+            visible_at: Instant::now() + delay.min(MAX_QUEUE_DELAY),
             receipt_handle: None,
         });
         drop(state);
@@ -121,7 +138,10 @@ impl LocalQueue {
             if entry.receive_count >= self.max_receive_count {
                 let entry = entries.remove(index);
                 tracing::warn!(queue_message_id = %entry.message_id, receives = entry.receive_count, "redriven to the dead-letter list");
-                dead_letters.push(entry.body);
+                dead_letters.push(DeadLetterEntry {
+                    body: entry.body,
+                    attributes: BTreeMap::new(),
+                });
                 continue;
             }
             *sequence += 1;
@@ -178,6 +198,18 @@ impl LocalQueue {
         self.changed.notified().await;
     }
 
+    /// Received messages neither deleted nor visible again (SQS:
+    /// `ApproximateNumberOfMessagesNotVisible`); delayed ones are not counted.
+    pub fn in_flight(&self) -> Result<usize, QueueError> {
+        let now = Instant::now();
+        let state = self.state.lock().map_err(poisoned)?;
+        Ok(state
+            .entries
+            .iter()
+            .filter(|e| e.receipt_handle.is_some() && e.visible_at > now)
+            .count())
+    }
+
     /// Messages still in the queue, visible or not.
     pub fn len(&self) -> Result<usize, QueueError> {
         Ok(self.state.lock().map_err(poisoned)?.entries.len())
@@ -187,8 +219,8 @@ impl LocalQueue {
         Ok(self.len()? == 0)
     }
 
-    /// Bodies in the dead-letter list, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<String>, QueueError> {
+    /// The dead-letter list, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetterEntry>, QueueError> {
         Ok(self.state.lock().map_err(poisoned)?.dead_letters.clone())
     }
 }
@@ -207,18 +239,41 @@ impl DeliveryQueue for LocalQueue {
     }
 }
 
-impl RetryControl for LocalQueue {
-    async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
-        self.change_visibility(receipt_handle, delay)
+impl QueueConsumer for LocalQueue {
+    async fn acknowledge(&self, receipt_handles: &[&str]) -> Result<Vec<usize>, QueueError> {
+        for handle in receipt_handles {
+            self.delete(handle)?;
+        }
+        Ok(Vec::new())
     }
 
-    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
-        let body = QueueBody::encode(letter).map_err(|e| QueueError::Encoding(e.to_string()))?;
-        self.state
-            .lock()
-            .map_err(poisoned)?
-            .dead_letters
-            .push(body.into_string());
-        Ok(())
+    async fn reschedule(
+        &self,
+        messages: &[(QueueBody, Duration)],
+    ) -> Result<Vec<usize>, QueueError> {
+        if messages.len() > MAX_ENQUEUE_BATCH {
+            return Err(QueueError::Encoding(format!(
+                "at most {MAX_ENQUEUE_BATCH} messages per batch"
+            )));
+        }
+        for (body, delay) in messages {
+            self.send_delayed(body.as_str().to_owned(), *delay)?;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<Vec<usize>, QueueError> {
+        let mut state = self.state.lock().map_err(poisoned)?;
+        for letter in letters {
+            state.dead_letters.push(DeadLetterEntry {
+                body: letter.body.as_str().to_owned(),
+                attributes: letter
+                    .attributes()
+                    .into_iter()
+                    .map(|(name, value, _)| (name.to_owned(), value))
+                    .collect(),
+            });
+        }
+        Ok(Vec::new())
     }
 }

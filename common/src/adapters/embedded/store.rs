@@ -5,12 +5,18 @@ use std::sync::{Arc, Mutex};
 
 use super::poisoned;
 use crate::domain::booking::Booking;
+use crate::domain::delivery::{
+    AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
+};
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
-use crate::domain::id::{BookingId, EndpointId, EventId};
+use crate::domain::id::{BookingId, EndpointId, EventId, MessageId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
-use crate::ports::{BookingStore, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE};
+use crate::ports::{
+    BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE,
+};
+use crate::time::unix_seconds_now;
 
 /// Pending events by (due millis, id), like the table's sparse index, and when each is due.
 #[derive(Default)]
@@ -26,6 +32,17 @@ pub struct MemoryStore {
     endpoints: Arc<Mutex<BTreeMap<(OrgId, EndpointId), Endpoint>>>,
     bookings: Arc<Mutex<BTreeMap<(OrgId, BookingId), Booking>>>,
     events: Arc<Mutex<Outbox>>,
+    log: Arc<Mutex<Log>>,
+}
+
+type MessageKey = (OrgId, EndpointId, MessageId);
+
+/// The delivery log, keyed like the table's items; an entry past its `expires_at` is gone, as
+/// DynamoDB's TTL would (eventually) make it.
+#[derive(Default)]
+struct Log {
+    attempts: BTreeMap<(MessageKey, u32), AttemptRecord>,
+    messages: BTreeMap<MessageKey, MessageRecord>,
 }
 
 impl MemoryStore {
@@ -114,8 +131,19 @@ impl EndpointStore for MemoryStore {
         if let Some(description) = &changes.description {
             endpoint.description.clone_from(description);
         }
-        if let Some(disabled) = changes.disabled {
-            endpoint.disabled = disabled;
+        match changes.disabled {
+            Some(true) => {
+                endpoint.disabled = true;
+                endpoint.disabled_reason = Some(DisabledReason::Manual);
+                endpoint.disabled_at = Some(updated_at.to_owned());
+            }
+            Some(false) => {
+                endpoint.disabled = false;
+                endpoint.disabled_reason = None;
+                endpoint.disabled_at = None;
+                endpoint.health = EndpointHealth::default();
+            }
+            None => {}
         }
         endpoint.updated_at = updated_at.to_owned();
         Ok(Some(endpoint.clone()))
@@ -124,6 +152,88 @@ impl EndpointStore for MemoryStore {
     async fn delete_endpoint(&self, org: &OrgId, id: &EndpointId) -> Result<bool, StoreError> {
         let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
         Ok(endpoints.remove(&(org.clone(), id.clone())).is_some())
+    }
+
+    async fn change_health(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        change: HealthChange,
+    ) -> Result<Option<EndpointHealth>, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let Some(endpoint) = endpoints.get_mut(&(org.clone(), id.clone())) else {
+            return Ok(None);
+        };
+        let health = &mut endpoint.health;
+        match change {
+            HealthChange::Succeeded { at_millis } => {
+                *health = EndpointHealth {
+                    last_success_at: Some(at_millis),
+                    last_failure_at: health.last_failure_at,
+                    ..EndpointHealth::default()
+                };
+            }
+            HealthChange::Failed { at_millis } => {
+                health.failure_streak += 1;
+                health.failing_since.get_or_insert(at_millis);
+                health.last_failure_at = Some(at_millis);
+                health.probe_until = None;
+            }
+            HealthChange::OpenCircuit {
+                now_millis,
+                until_millis,
+            } => {
+                if health
+                    .circuit_open_until
+                    .is_some_and(|until| until > now_millis)
+                {
+                    return Ok(None);
+                }
+                health.circuit_open_until = Some(until_millis);
+                health.circuit_opens += 1;
+            }
+            HealthChange::TakeProbe {
+                now_millis,
+                lease_until_millis,
+            } => {
+                let due = health
+                    .circuit_open_until
+                    .is_some_and(|until| until <= now_millis);
+                let free = health.probe_until.is_none_or(|lease| lease <= now_millis);
+                if !(due && free) {
+                    return Ok(None);
+                }
+                health.probe_until = Some(lease_until_millis);
+            }
+        }
+        Ok(Some(health.clone()))
+    }
+
+    async fn disable_endpoint(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        reason: DisabledReason,
+        at: &str,
+        failing_since_before: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let Some(endpoint) = endpoints.get_mut(&(org.clone(), id.clone())) else {
+            return Ok(false);
+        };
+        let failing_long_enough = failing_since_before.is_none_or(|cutoff| {
+            endpoint
+                .health
+                .failing_since
+                .is_some_and(|since| since < cutoff)
+        });
+        if endpoint.disabled || !failing_long_enough {
+            return Ok(false);
+        }
+        endpoint.disabled = true;
+        endpoint.disabled_reason = Some(reason);
+        endpoint.disabled_at = Some(at.to_owned());
+        Ok(true)
     }
 
     async fn subscribers(
@@ -222,5 +332,55 @@ impl EventOutbox for MemoryStore {
             outbox.due_of.remove(id);
         }
         Ok(())
+    }
+}
+
+impl DeliveryLog for MemoryStore {
+    async fn record(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        for LogEntry { attempt, message } in entries {
+            let key = (
+                message.org.clone(),
+                message.endpoint_id.clone(),
+                message.message_id.clone(),
+            );
+            log.attempts
+                .insert((key.clone(), attempt.attempt), attempt.clone());
+            log.messages.insert(key, message.clone());
+        }
+        Ok(())
+    }
+
+    async fn attempts_of(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let log = self.log.lock().map_err(poisoned)?;
+        let key = (org.clone(), endpoint_id.clone(), message_id.clone());
+        let now = unix_seconds_now();
+        Ok(log
+            .attempts
+            .range((key.clone(), 0)..=(key, u32::MAX))
+            .map(|(_, record)| record)
+            .filter(|record| record.expires_at > now)
+            .cloned()
+            .collect())
+    }
+
+    async fn message_record(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let log = self.log.lock().map_err(poisoned)?;
+        let key = (org.clone(), endpoint_id.clone(), message_id.clone());
+        Ok(log
+            .messages
+            .get(&key)
+            .filter(|record| record.expires_at > unix_seconds_now())
+            .cloned())
     }
 }
