@@ -6,7 +6,7 @@ pub mod jwt;
 mod receiver;
 mod server;
 mod tools;
-mod worker;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

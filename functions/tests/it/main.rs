@@ -6,6 +6,7 @@ mod api;
 mod contract_cipher;
 mod contract_queue;
 mod contract_store;
+mod engine;
 mod events;
 mod local_runner;
 mod logs;
