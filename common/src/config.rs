@@ -114,6 +114,16 @@ pub struct ApiConfig {
     /// Most endpoints one org may have (`POST /webhooks` answers 409 past it). It bounds the
     /// fan-out of one event, so a publish works in bounded memory and time.
     pub max_endpoints_per_org: usize,
+    /// How long the delivery log keeps messages: how far back a recovery may reach.
+    pub retention: Duration,
+}
+
+/// How long attempt records and message states are kept (`WEBHOOKS_RETENTION_DAYS`, 1 to 365,
+/// default 30).
+pub fn retention(source: &impl Source) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(
+        number(source, RETENTION_DAYS, 30, 1..=365)? * 86_400,
+    ))
 }
 
 impl ApiConfig {
@@ -131,6 +141,7 @@ impl ApiConfig {
                 DEFAULT_MAX_ENDPOINTS_PER_ORG,
                 1..=10_000,
             )? as usize,
+            retention: retention(source)?,
         })
     }
 }
@@ -214,7 +225,7 @@ impl DeliveryConfig {
                         reason: format!("expected a duration like 5d, 36h or 90s, got {text:?}"),
                     })?,
             },
-            retention: Duration::from_secs(number(source, RETENTION_DAYS, 30, 1..=365)? * 86_400),
+            retention: retention(source)?,
         })
     }
 }

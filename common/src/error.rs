@@ -57,6 +57,8 @@ pub enum ApiError {
     #[error("This organization already has the maximum of {0} webhook endpoints; delete one before creating another")]
     EndpointLimit(usize),
     /// A dependency failed; details go to the log, not to the client.
+    #[error("This endpoint is disabled; enable it with PATCH /webhooks/{{id}} {{\"disabled\": false}} first")]
+    EndpointDisabled,
     #[error("Service unavailable, try again")]
     Unavailable,
     #[error("Internal error")]
@@ -71,7 +73,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Conflict | ApiError::EndpointLimit(_) => StatusCode::CONFLICT,
+            ApiError::Conflict | ApiError::EndpointLimit(_) | ApiError::EndpointDisabled => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

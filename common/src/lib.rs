@@ -10,6 +10,7 @@ pub mod error;
 pub mod local;
 pub mod ports;
 pub mod publish;
+pub mod recover;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::domain::booking::Booking;
 use crate::domain::delivery::{
     AttemptRecord, DeadLetter, DisabledReason, EndpointHealth, HealthChange, LogEntry,
-    MessageRecord,
+    MessageRecord, MessageState, Outcome,
 };
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
@@ -151,8 +151,24 @@ pub trait EventOutbox: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// One page of an endpoint's messages.
+#[derive(Debug, Default)]
+pub struct MessagePage {
+    pub messages: Vec<MessageRecord>,
+    /// Where the next page starts (after this message), when there is one.
+    pub next_after: Option<MessageId>,
+}
+
+/// One page of an endpoint's attempts.
+#[derive(Debug, Default)]
+pub struct AttemptPage {
+    pub attempts: Vec<AttemptRecord>,
+    /// Where the next page starts: after the attempt with this [`AttemptRecord::sort_key`].
+    pub next_after: Option<String>,
+}
+
 /// The delivery log: every attempt, and where each message stands, under its org. Entries
-/// expire at their `expires_at` (the table's TTL).
+/// expire at their `expires_at` (the table's TTL); an expired one is never returned.
 pub trait DeliveryLog: Send + Sync {
     /// Writes attempt records and the message states they lead to, in as few calls as the
     /// store allows (DynamoDB: `BatchWriteItem`, 25 items a call). Writing an attempt again
@@ -166,6 +182,48 @@ pub trait DeliveryLog: Send + Sync {
         endpoint_id: &EndpointId,
         message_id: &MessageId,
     ) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
+
+    /// Writes message states on their own (a recovery marks its messages `pending` again).
+    fn record_messages(
+        &self,
+        records: &[MessageRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` of an endpoint's messages, newest first, after `after`; only those in
+    /// `state` when it is given.
+    fn list_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        state: Option<MessageState>,
+        limit: usize,
+        after: Option<&MessageId>,
+    ) -> impl Future<Output = Result<MessagePage, StoreError>> + Send;
+
+    /// Up to `limit` of an endpoint's attempts, newest first (newest message first, its latest
+    /// attempt first), after the attempt whose sort key is `after`; only those of `message_id`,
+    /// or with `outcome`, when given.
+    fn list_attempts(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: Option<&MessageId>,
+        outcome: Option<Outcome>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> impl Future<Output = Result<AttemptPage, StoreError>> + Send;
+
+    /// Up to `limit` `failed` and `dead` messages of an endpoint whose event time is in
+    /// `[since_millis, until_millis)`, oldest first, after `after`.
+    fn recoverable_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        since_millis: u64,
+        until_millis: u64,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<MessagePage, StoreError>> + Send;
 
     /// Where one message stands; `None` before its first attempt or after it expired.
     fn message_record(

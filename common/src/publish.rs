@@ -79,15 +79,7 @@ pub async fn publish_event(
             .map_err(|e| encoding_error.set(e))
             .ok()
     });
-    let mut results = stream::iter(Batches::new(bodies))
-        .map(|batch| send_batch(queue, batch))
-        .buffer_unordered(FANOUT_CONCURRENCY);
-    let (mut failed, mut last_error) = (0, None);
-    while let Some((unsent, error)) = results.next().await {
-        failed += unsent;
-        last_error = error.or(last_error);
-    }
-    drop(results);
+    let (failed, last_error) = enqueue_all(queue, bodies).await;
     if let Some(error) = encoding_error.into_inner() {
         return Err(PublishError::Encoding(error));
     }
@@ -99,6 +91,25 @@ pub async fn publish_event(
         });
     }
     Ok(PublishReport { endpoints: total })
+}
+
+/// Sends every body, in batches SQS accepts, [`FANOUT_CONCURRENCY`] batches at once, each
+/// retrying once what the queue did not take. Bodies are drawn as batches are sent, so at most
+/// that many batches are in memory. Returns how many bodies are left unsent and the last error
+/// seen.
+pub async fn enqueue_all(
+    queue: &impl DeliveryQueue,
+    bodies: impl Iterator<Item = QueueBody>,
+) -> (usize, Option<String>) {
+    let mut results = stream::iter(Batches::new(bodies))
+        .map(|batch| send_batch(queue, batch))
+        .buffer_unordered(FANOUT_CONCURRENCY);
+    let (mut failed, mut last_error) = (0, None);
+    while let Some((unsent, error)) = results.next().await {
+        failed += unsent;
+        last_error = error.or(last_error);
+    }
+    (failed, last_error)
 }
 
 /// Sends one batch, and once more what the queue did not take; how many bodies are left unsent

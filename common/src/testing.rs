@@ -216,6 +216,7 @@ pub fn api_config(targets: TargetPolicy) -> ApiConfig {
         targets,
         publish_timeout: Duration::from_secs(5),
         max_endpoints_per_org: 100,
+        retention: Duration::from_secs(30 * 86_400),
     }
 }
 
@@ -267,6 +268,12 @@ impl ApiEvent {
 
     pub fn id(mut self, id: &str) -> Self {
         self.event["pathParameters"] = json!({ "id": id });
+        self
+    }
+
+    /// Adds a path parameter (after [`ApiEvent::id`]).
+    pub fn param(mut self, name: &str, value: &str) -> Self {
+        self.event["pathParameters"][name] = json!(value);
         self
     }
 
@@ -489,6 +496,46 @@ except Exception as error:
         "verifier failed: {verdict}"
     );
     verdict == "valid"
+}
+
+/// Validates `instance` against a JSON Schema with the `jsonschema` Python package (the
+/// validator the schema's dialect names, formats checked); the errors it reports.
+pub fn validate_json_schema(schema: &Value, instance: &Value) -> Vec<String> {
+    let python = std::env::var(PYTHON_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{PYTHON_VAR} is not set: run the tests with ./scripts/test, which installs jsonschema"
+        )
+    });
+    let script = r#"
+import json, sys
+from jsonschema import validators
+request = json.load(sys.stdin)
+cls = validators.validator_for(request["schema"])
+cls.check_schema(request["schema"])
+validator = cls(request["schema"], format_checker=cls.FORMAT_CHECKER)
+print(json.dumps([e.message for e in validator.iter_errors(request["instance"])]))
+"#;
+    let input = json!({ "schema": schema, "instance": instance }).to_string();
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "validator failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// A Lambda Runtime API (2018-06-01) on loopback that hands one event to the function process

@@ -93,6 +93,7 @@ async fn main() {
                     error: None,
                     latency_ms: 3,
                     response_body: Some("ok".into()),
+                    trigger: common::domain::delivery::Trigger::Scheduled,
                     expires_at: common::time::unix_seconds_now() + 86_400,
                 },
                 message: MessageRecord {

@@ -4,10 +4,15 @@
 
 mod bookings;
 mod cursor;
+mod deliveries;
 mod webhooks;
 
 pub use bookings::create_booking;
 pub use cursor::Cursor;
+pub use deliveries::{
+    get_message, list_attempts, list_event_types, list_messages, recover_messages, resend_message,
+    send_test_event,
+};
 pub use webhooks::{create_webhook, delete_webhook, get_webhook, list_webhooks, update_webhook};
 
 use lambda_http::http::header::CONTENT_TYPE;
@@ -19,6 +24,7 @@ use serde::Serialize;
 use crate::domain::id::EndpointId;
 use crate::domain::OrgId;
 use crate::error::ApiError;
+use crate::ports::MAX_PAGE_SIZE;
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -66,6 +72,28 @@ pub fn body_bytes(request: &Request) -> Result<&[u8], ApiError> {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(bytes)
+}
+
+/// Items a list page holds when the request names no `limit`.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+
+/// The `limit` query parameter: 1 to [`MAX_PAGE_SIZE`], [`DEFAULT_PAGE_SIZE`] when absent.
+pub fn page_limit(
+    query: &lambda_http::aws_lambda_events::query_map::QueryMap,
+) -> Result<usize, ApiError> {
+    match query.first("limit") {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                )
+            }),
+    }
 }
 
 /// The `{id}` path parameter. A malformed id cannot exist, so it is a 404 like any other.

@@ -5,18 +5,16 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
 use super::{
-    body_bytes, empty_response, endpoint_id_from_path, json_response, org_from_claims, respond,
-    Cursor,
+    body_bytes, empty_response, endpoint_id_from_path, json_response, org_from_claims, page_limit,
+    respond, Cursor,
 };
 use crate::config::ApiConfig;
 use crate::domain::endpoint::{Endpoint, EndpointChanges, NewEndpoint};
 use crate::domain::id::EndpointId;
 use crate::domain::secret::WebhookSecret;
 use crate::error::ApiError;
-use crate::ports::{EndpointStore, SecretCipher, SecretContext, MAX_PAGE_SIZE};
+use crate::ports::{EndpointStore, SecretCipher, SecretContext};
 use crate::time::now_rfc3339;
-
-pub const DEFAULT_PAGE_SIZE: usize = 20;
 
 /// `POST /webhooks`: the only answer that ever holds the secret.
 pub async fn create_webhook(
@@ -74,28 +72,16 @@ pub async fn list_webhooks(
         async {
             let org = org_from_claims(&request, &config.org_id_claim)?;
             let query = request.query_string_parameters();
-            let limit = match query.first("limit") {
-                None => DEFAULT_PAGE_SIZE,
-                Some(text) => text
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                        )
-                    })?,
-            };
-            let cursor = query
+            let limit = page_limit(&query)?;
+            let after = query
                 .first("cursor")
-                .map(|text| Cursor::decode(text, &org))
+                .map(|text| Cursor::decode(text, &org, EndpointId::parse))
                 .transpose()?;
-            let page = store
-                .list_endpoints(&org, limit, cursor.as_ref().map(|c| &c.after))
-                .await?;
+            let page = store.list_endpoints(&org, limit, after.as_ref()).await?;
             let endpoints: Vec<_> = page.endpoints.iter().map(Endpoint::view).collect();
-            let next_cursor = page.next_after.map(|after| Cursor::encode(&org, &after));
+            let next_cursor = page
+                .next_after
+                .map(|after| Cursor::encode(&org, after.as_str()));
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "endpoints": endpoints, "nextCursor": next_cursor }),

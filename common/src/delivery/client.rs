@@ -177,9 +177,16 @@ impl WebhookClient {
             Err(error) => return (describe_send_error(&error), None),
         };
         let status = response.status();
+        // RFC 9110 gives Retry-After its meaning on 503 and (RFC 6585) 429; elsewhere it is
+        // ignored rather than let any answer stall the schedule.
+        let asks_to_wait = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
+            .filter(|_| asks_to_wait)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
         let body = read_body_start(&mut response).await;

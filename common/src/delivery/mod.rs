@@ -24,7 +24,7 @@ use secrets::SecretCache;
 use crate::config::DeliveryConfig;
 use crate::domain::delivery::{
     AttemptRecord, CircuitGate, DisabledReason, EndpointHealth, ErrorClass, HealthChange, LogEntry,
-    MessageRecord, MessageState, Outcome,
+    MessageRecord, MessageState, Outcome, RecoverTask, Trigger,
 };
 use crate::domain::endpoint::Endpoint;
 use crate::domain::event::DeliveryMessage;
@@ -33,13 +33,20 @@ use crate::domain::retry::{human_duration, NextStep};
 use crate::domain::signature::sign;
 use crate::domain::OrgId;
 use crate::ports::{
-    DeliveryLog, EndpointStore, QueueConsumer, SecretCipher, SecretContext, MAX_ENQUEUE_BATCH,
+    DeliveryLog, DeliveryQueue, EndpointStore, QueueConsumer, SecretCipher, SecretContext,
+    MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
 };
 use crate::time::{now_rfc3339, rfc3339_from_millis, unix_millis_now, unix_seconds_now};
 
 /// Kept free at the end of an invocation for settling what was attempted (the store and queue
 /// calls after the attempts); the attempts themselves must end before it.
-pub const SETTLE_MARGIN: Duration = Duration::from_secs(5);
+pub const SETTLE_MARGIN: Duration = Duration::from_secs(10);
+/// The most the attempt records of a group may hold up its settling: past it, the messages are
+/// settled without their records (delivery wins over bookkeeping).
+const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
+/// Room a dead letter's attributes take beside its body in a batched send (five attributes, the
+/// error at most 1 KiB).
+const DEAD_LETTER_ATTRIBUTES_ALLOWANCE: usize = 2 * 1024;
 /// How long a message waits when the store or KMS could not be reached. No attempt is counted:
 /// the subscriber was never tried.
 pub const POSTPONE_DELAY: Duration = Duration::from_secs(30);
@@ -143,13 +150,13 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
     /// to the queue.
     pub async fn process_batch(
         &self,
-        consumer: &impl QueueConsumer,
+        consumer: &(impl QueueConsumer + DeliveryQueue),
         records: Vec<QueueRecord>,
         deadline: Instant,
     ) -> Vec<String> {
         let mut decided = stream::iter(records)
             .map(|record| async move {
-                match tokio::time::timeout_at(deadline, self.decide(&record)).await {
+                match tokio::time::timeout_at(deadline, self.decide(consumer, &record)).await {
                     Ok((settle, log)) => Decided { record, settle, log },
                     Err(_) => {
                         tracing::error!(queue_message_id = %record.queue_message_id, "not attempted before the invocation's deadline; the queue hands it out again after its visibility timeout, for the same attempt");
@@ -171,7 +178,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
     /// ms); attempts end [`SETTLE_MARGIN`] before it, so what they came to is settled in time.
     pub async fn handle_sqs_event(
         &self,
-        consumer: &impl QueueConsumer,
+        consumer: &(impl QueueConsumer + DeliveryQueue),
         event: SqsEvent,
         deadline_epoch_millis: u64,
     ) -> SqsBatchResponse {
@@ -207,52 +214,53 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
 
     /// Writes the group's log, sends its re-sends and dead letters, and deletes every record
     /// that is now settled. Returns the queue ids of the records left to the queue.
-    async fn settle(&self, consumer: &impl QueueConsumer, group: Vec<Decided>) -> Vec<String> {
+    async fn settle(
+        &self,
+        consumer: &(impl QueueConsumer + DeliveryQueue),
+        group: Vec<Decided>,
+    ) -> Vec<String> {
         // The log first: a crash after it repeats the attempt, whose record is then written
         // again under the same key; a crash before it loses nothing but the record.
         let entries: Vec<LogEntry> = group.iter().filter_map(|d| d.log.clone()).collect();
         if !entries.is_empty() {
-            if let Err(error) = self.store.record(&entries).await {
-                tracing::error!(%error, attempts = entries.len(), "could not write attempt records; the messages are settled all the same");
+            match tokio::time::timeout(LOG_WRITE_BUDGET, self.store.record(&entries)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, attempts = entries.len(), "could not write attempt records; the messages are settled all the same"),
+                Err(_) => tracing::error!(attempts = entries.len(), "attempt records not written within {LOG_WRITE_BUDGET:?}; the messages are settled all the same"),
             }
         }
         let mut settled: Vec<bool> = group
             .iter()
             .map(|d| !matches!(d.settle, Settle::Leave))
             .collect();
-        let (resend_at, resends): (Vec<usize>, Vec<(QueueBody, Duration)>) = group
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| match &d.settle {
-                Settle::Reschedule { body, delay } => Some((i, (body.clone(), *delay))),
-                _ => None,
-            })
-            .unzip();
-        if !resends.is_empty() {
-            let failed = consumer.reschedule(&resends).await.unwrap_or_else(|error| {
-                tracing::error!(%error, "could not re-send messages for their next attempt; they come back after the visibility timeout");
-                (0..resends.len()).collect()
-            });
-            for index in failed {
-                settled[resend_at[index]] = false;
-            }
+        let (resend_at, resends) = picked(&group, |settle| match settle {
+            Settle::Reschedule { body, delay } => Some((body.clone(), *delay)),
+            _ => None,
+        });
+        for range in send_groups(resends.iter().map(|(body, _)| body.len())) {
+            let sent = consumer.reschedule(&resends[range.clone()]).await;
+            unsettle(
+                &mut settled,
+                &resend_at[range],
+                sent,
+                "re-send messages for their next attempt",
+            );
         }
-        let (letter_at, letters): (Vec<usize>, Vec<DeadLetter>) = group
+        let (letter_at, letters) = picked(&group, |settle| match settle {
+            Settle::DeadLetter(letter) => Some(letter.clone()),
+            _ => None,
+        });
+        let letter_sizes = letters
             .iter()
-            .enumerate()
-            .filter_map(|(i, d)| match &d.settle {
-                Settle::DeadLetter(letter) => Some((i, letter.clone())),
-                _ => None,
-            })
-            .unzip();
-        if !letters.is_empty() {
-            let failed = consumer.dead_letter(&letters).await.unwrap_or_else(|error| {
-                tracing::error!(%error, "could not dead-letter messages; they come back after the visibility timeout");
-                (0..letters.len()).collect()
-            });
-            for index in failed {
-                settled[letter_at[index]] = false;
-            }
+            .map(|letter| letter.body.len() + DEAD_LETTER_ATTRIBUTES_ALLOWANCE);
+        for range in send_groups(letter_sizes) {
+            let sent = consumer.dead_letter(&letters[range.clone()]).await;
+            unsettle(
+                &mut settled,
+                &letter_at[range],
+                sent,
+                "dead-letter messages",
+            );
         }
         let handles: Vec<&str> = group
             .iter()
@@ -281,9 +289,16 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
     }
 
     /// Makes the record's attempt (or finds it is not due yet) and decides what becomes of it.
-    async fn decide(&self, record: &QueueRecord) -> (Settle, Option<LogEntry>) {
+    async fn decide(
+        &self,
+        queue: &impl DeliveryQueue,
+        record: &QueueRecord,
+    ) -> (Settle, Option<LogEntry>) {
         let message = match serde_json::from_str::<DeliveryMessage>(&record.body) {
             Ok(message) => message,
+            Err(_) if serde_json::from_str::<RecoverTask>(&record.body).is_ok() => {
+                return (self.go_on_recovering(queue, record).await, None)
+            }
             Err(error) => {
                 tracing::error!(queue_message_id = %record.queue_message_id, %error, "unreadable queue message; dead-lettered as it is");
                 let letter = DeadLetter {
@@ -301,8 +316,15 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
             // Not dropped: a producer bug must leave a trace an operator can replay from.
             let error = format!("the message names no valid org ({:?})", message.org_id);
             tracing::error!(message_id = %message.id, "{error}; dead-lettered");
+            let attempts = message.attempt.saturating_sub(1);
             return (
-                self.dead_letter(&message, DeadLetterReason::Unreadable, 0, None, Some(error)),
+                self.dead_letter(
+                    &message,
+                    DeadLetterReason::Unreadable,
+                    attempts,
+                    None,
+                    Some(error),
+                ),
                 None,
             );
         };
@@ -323,7 +345,8 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         }
         let attempt = message.attempt.max(1);
         let started_at = now_rfc3339();
-        let facts = match self.try_once(&org, &message, now).await {
+        let manual = message.trigger == Trigger::Manual;
+        let facts = match self.try_once(&org, &message, now, manual).await {
             Tried::Attempted(facts) => facts,
             Tried::Postponed(error) => {
                 tracing::error!(message_id = %message.id, endpoint_id = %message.endpoint_id, attempt, "{error}; attempt {attempt} postponed by {}, not counted", human_duration(POSTPONE_DELAY));
@@ -339,10 +362,22 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 };
             }
         };
+        if manual {
+            return (
+                Settle::Acknowledge,
+                Some(self.manual_entry(&org, &message, started_at, &facts).await),
+            );
+        }
         let (id, endpoint) = (&message.id, &message.endpoint_id);
         let (settle, state, next_attempt_at) = match (facts.outcome, facts.dead) {
             (_, Some(reason)) => {
-                tracing::error!(message_id = %id, endpoint_id = %endpoint, attempt, error = facts.error.as_deref().unwrap_or(""), "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                let error = facts.error.as_deref().unwrap_or("");
+                if reason == DeadLetterReason::RefusedTarget {
+                    // The subscriber's URL, not a fault of ours: a warning, like exhausted retries.
+                    tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, error, "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                } else {
+                    tracing::error!(message_id = %id, endpoint_id = %endpoint, attempt, error, "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                }
                 (
                     self.dead_letter(&message, reason, attempt, facts.status, facts.error.clone()),
                     MessageState::Dead,
@@ -364,7 +399,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
             (_, None) => match self
                 .config
                 .schedule
-                .next_step_jittered(attempt, facts.retry_after)
+                .next_step_jittered(message.schedule_position(), facts.retry_after)
             {
                 NextStep::RetryIn(delay) => {
                     let due =
@@ -385,7 +420,9 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                     }
                 }
                 NextStep::GiveUp => {
-                    tracing::error!(
+                    // A subscriber that stayed down is its owner's to fix, not a fault of ours
+                    // (the DLQ alarm is the operator's signal): a warning.
+                    tracing::warn!(
                         message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, error = facts.error.as_deref().unwrap_or(""),
                         "attempt {attempt} for {id} to {endpoint} failed: {}; no attempts left, dead-lettered", facts.error.as_deref().unwrap_or("")
                     );
@@ -423,7 +460,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         last_status: Option<u16>,
         last_error: Option<String>,
     ) -> Settle {
-        match QueueBody::encode(&message.restarted()) {
+        match QueueBody::encode(&message.restarted(attempts)) {
             Ok(body) => Settle::DeadLetter(DeadLetter {
                 body,
                 reason,
@@ -465,6 +502,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 error: facts.error.clone(),
                 latency_ms: u64::try_from(facts.latency.as_millis()).unwrap_or(u64::MAX),
                 response_body: facts.response_body.clone(),
+                trigger: message.trigger,
                 expires_at,
             },
             message: MessageRecord {
@@ -486,9 +524,82 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         }
     }
 
+    /// The record of a manual attempt (a resend): one attempt outside the schedule. A success
+    /// makes the message `delivered`; a failure leaves its state and schedule as they were.
+    async fn manual_entry(
+        &self,
+        org: &OrgId,
+        message: &DeliveryMessage,
+        at: String,
+        facts: &Facts,
+    ) -> LogEntry {
+        let previous = self
+            .store
+            .message_record(org, &message.endpoint_id, &message.id)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(message_id = %message.id, %error, "could not read the message's state before a manual attempt");
+                None
+            });
+        let delivered = facts.outcome == Outcome::Delivered;
+        let (state, next_attempt_at) = match &previous {
+            _ if delivered => (MessageState::Delivered, None),
+            Some(record) => (record.state, record.next_attempt_at.clone()),
+            None => (MessageState::Failed, None),
+        };
+        tracing::info!(
+            message_id = %message.id, endpoint_id = %message.endpoint_id, outcome = facts.outcome.as_str(), status = facts.status,
+            "manual attempt of {} to {}: {}", message.id, message.endpoint_id, facts.outcome.as_str()
+        );
+        let mut entry = self.log_entry(
+            org,
+            message,
+            message.attempt,
+            at,
+            facts,
+            state,
+            next_attempt_at,
+        );
+        entry.message.attempts = previous.map_or(message.attempt, |record| record.attempts);
+        entry
+    }
+
+    /// Takes up a recovery where its last run stopped, for one run's time; what remains goes
+    /// back on the queue as the next [`RecoverTask`].
+    async fn go_on_recovering(&self, queue: &impl DeliveryQueue, record: &QueueRecord) -> Settle {
+        let Ok(RecoverTask { recover }) = serde_json::from_str::<RecoverTask>(&record.body) else {
+            return Settle::Leave;
+        };
+        match crate::recover::recover(&self.store, queue, recover, crate::recover::RUN_BUDGET).await
+        {
+            Ok(progress) => {
+                tracing::info!(
+                    recovered = progress.recovered,
+                    more = progress.continued,
+                    "recovery went on"
+                );
+                Settle::Acknowledge
+            }
+            Err(error) => {
+                tracing::error!(%error, "a recovery run failed; tried again in {}", human_duration(POSTPONE_DELAY));
+                Settle::Reschedule {
+                    body: QueueBody::received(record.body.clone()),
+                    delay: POSTPONE_DELAY,
+                }
+            }
+        }
+    }
+
     /// One attempt of `message`, unless its endpoint is gone, disabled or behind an open
-    /// circuit; the endpoint's health follows the outcome.
-    async fn try_once(&self, org: &OrgId, message: &DeliveryMessage, now: u64) -> Tried {
+    /// circuit (a `manual` attempt goes through an open circuit: someone asked for it); the
+    /// endpoint's health follows the outcome.
+    async fn try_once(
+        &self,
+        org: &OrgId,
+        message: &DeliveryMessage,
+        now: u64,
+        manual: bool,
+    ) -> Tried {
         let endpoint = match self.store.get_endpoint(org, &message.endpoint_id).await {
             Ok(Some(endpoint)) => endpoint,
             Ok(None) => {
@@ -507,7 +618,12 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 "the endpoint is disabled".into(),
             ));
         }
-        match endpoint.health.gate(now) {
+        let gate = if manual {
+            CircuitGate::Closed
+        } else {
+            endpoint.health.gate(now)
+        };
+        match gate {
             CircuitGate::Closed => {}
             CircuitGate::Open => return Tried::Attempted(circuit_open(&endpoint.health)),
             CircuitGate::ProbeDue => {
@@ -730,6 +846,55 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
     }
 }
 
+/// Consecutive ranges of items, each within one batched send: at most [`MAX_ENQUEUE_BATCH`]
+/// items and [`MAX_ENQUEUE_BYTES`] bytes (SQS: 10 entries, 256 KiB).
+fn send_groups(sizes: impl Iterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (index, size) in sizes.enumerate() {
+        match groups.last_mut() {
+            Some(last) if last.len() < MAX_ENQUEUE_BATCH && bytes + size <= MAX_ENQUEUE_BYTES => {
+                last.end = index + 1;
+                bytes += size;
+            }
+            _ => {
+                groups.push(index..index + 1);
+                bytes = size;
+            }
+        }
+    }
+    groups
+}
+
+/// The items `pick` takes from a group's settlements, and the index of each in the group.
+fn picked<T>(group: &[Decided], pick: impl Fn(&Settle) -> Option<T>) -> (Vec<usize>, Vec<T>) {
+    group
+        .iter()
+        .enumerate()
+        .filter_map(|(index, decided)| pick(&decided.settle).map(|item| (index, item)))
+        .unzip()
+}
+
+/// After a batched send of the items at `at`: those the queue refused (all of them, when the
+/// call failed) are not settled, so they are not acknowledged and come back after the
+/// visibility timeout, for the same attempt.
+fn unsettle(
+    settled: &mut [bool],
+    at: &[usize],
+    sent: Result<Vec<usize>, crate::error::QueueError>,
+    what: &str,
+) {
+    let failed = sent.unwrap_or_else(|error| {
+        tracing::error!(%error, "could not {what}; they come back after the visibility timeout");
+        (0..at.len()).collect()
+    });
+    for index in failed {
+        if let Some(&record) = at.get(index) {
+            settled[record] = false;
+        }
+    }
+}
+
 fn circuit_open(health: &EndpointHealth) -> Facts {
     let until = health
         .circuit_open_until
@@ -743,4 +908,22 @@ fn circuit_open(health: &EndpointHealth) -> Facts {
             health.failure_streak
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_sends_stay_within_ten_entries_and_the_batch_size() {
+        assert_eq!(
+            send_groups(std::iter::repeat_n(100, 25)),
+            [0..10, 10..20, 20..25]
+        );
+        // 64 KiB bodies: three fit SQS's 256 KiB batch with room for the request, four do not.
+        let big = 64 * 1024;
+        assert_eq!(send_groups(std::iter::repeat_n(big, 7)), [0..3, 3..6, 6..7]);
+        assert_eq!(send_groups([big * 5, 10, 10].into_iter()), [0..1, 1..3]);
+        assert!(send_groups(std::iter::empty()).is_empty());
+    }
 }

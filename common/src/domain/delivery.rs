@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::event::DeliveryMessage;
 use super::id::{EndpointId, EventId, MessageId};
 use super::queue_body::{sqs_accepts, QueueBody};
 use super::OrgId;
@@ -240,6 +241,33 @@ parse_from_str!(
     ]
 );
 
+/// What made an attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    /// Its schedule.
+    #[default]
+    Scheduled,
+    /// A person, through `POST /webhooks/{id}/messages/{msgId}/resend`: one attempt, outside
+    /// the schedule, which it neither restarts nor advances.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Manual => "manual",
+        }
+    }
+
+    pub fn is_scheduled(&self) -> bool {
+        *self == Self::Scheduled
+    }
+}
+
+parse_from_str!(Trigger, [Trigger::Scheduled, Trigger::Manual]);
+
 /// Where a message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -283,7 +311,7 @@ pub struct AttemptRecord {
     pub org: OrgId,
     pub endpoint_id: EndpointId,
     pub message_id: MessageId,
-    /// 1-based, the message's own count (a `circuitOpen` attempt counts).
+    /// 1-based, the message's own count (a `circuitOpen` attempt counts); 0 for a manual one.
     pub attempt: u32,
     /// RFC 3339, when the attempt started.
     pub at: String,
@@ -296,8 +324,25 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
     /// The first [`MAX_RECORDED_RESPONSE`] bytes of the response body (lossy UTF-8).
     pub response_body: Option<String>,
+    pub trigger: Trigger,
     /// Unix seconds after which the store may delete it (DynamoDB TTL).
     pub expires_at: i64,
+}
+
+impl AttemptRecord {
+    /// Where it sorts among its endpoint's attempts: by message, then by its place in the
+    /// message (scheduled ones by number, manual ones after them by time).
+    pub fn sort_key(&self) -> String {
+        match self.trigger {
+            Trigger::Scheduled => format!("{}#{:05}", self.message_id, self.attempt),
+            Trigger::Manual => {
+                let millis = crate::time::parse_rfc3339(&self.at)
+                    .map(|at| at.unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or_default();
+                format!("{}#m{millis:013}", self.message_id)
+            }
+        }
+    }
 }
 
 /// A message and where it stands, rewritten after each of its attempts.
@@ -323,6 +368,49 @@ pub struct MessageRecord {
     pub updated_at: String,
     /// Unix seconds after which the store may delete it (DynamoDB TTL).
     pub expires_at: i64,
+}
+
+impl MessageRecord {
+    /// The message again, for a fresh schedule after its attempts so far (same `webhook-id`);
+    /// `None` when its stored event type is no longer in the catalogue.
+    pub fn restarted_message(&self) -> Option<DeliveryMessage> {
+        let next = self.attempts + 1;
+        Some(DeliveryMessage {
+            id: self.message_id.clone(),
+            event_id: self.event_id.clone(),
+            attempt: next,
+            schedule_start: next,
+            trigger: Trigger::Scheduled,
+            due_at: None,
+            org_id: self.org.as_str().to_owned(),
+            endpoint_id: self.endpoint_id.clone(),
+            event_type: self.event_type.parse().ok()?,
+            timestamp: self.timestamp.clone(),
+            data: self.data.clone(),
+        })
+    }
+}
+
+/// What `POST /webhooks/{id}/recover` asks for: an endpoint's `failed` and `dead` messages whose
+/// event time is in `[since, until)`, in message id (event time) order, after `after`. Pages
+/// left when a run's time is up travel as a queue message of their own ([`RecoverTask`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverRange {
+    pub org_id: String,
+    pub endpoint_id: EndpointId,
+    /// Unix ms, inclusive.
+    pub since_millis: u64,
+    /// Unix ms, exclusive.
+    pub until_millis: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<MessageId>,
+}
+
+/// The delivery queue message that carries a recovery on where its last run stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverTask {
+    pub recover: RecoverRange,
 }
 
 /// An attempt and the message state it led to: written together.

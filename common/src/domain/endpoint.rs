@@ -192,9 +192,9 @@ fn events_field(fields: &mut Fields, required: bool) -> Option<Vec<EventType>> {
                 fields.error("events", format!("lists {name} more than once"));
                 ok = false;
             }
-            Ok(t) => events.push(t),
-            Err(_) => {
-                let known: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            Ok(t) if EventType::SUBSCRIBABLE.contains(&t) => events.push(t),
+            _ => {
+                let known: Vec<_> = EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
                 fields.error(
                     "events",
                     format!(

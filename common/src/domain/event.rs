@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::delivery::Trigger;
 use super::id::{EndpointId, EventId, MessageId, RandomError};
 use super::OrgId;
 use crate::time::now_rfc3339;
@@ -18,10 +19,21 @@ pub enum EventType {
     BookingUpdated,
     #[serde(rename = "booking.cancelled")]
     BookingCancelled,
+    /// Sent by `POST /webhooks/{id}/test` to that endpoint only; nobody subscribes to it.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    /// The catalogue: every type a message can carry.
+    pub const ALL: [EventType; 4] = [
+        EventType::BookingCreated,
+        EventType::BookingUpdated,
+        EventType::BookingCancelled,
+        EventType::WebhookTest,
+    ];
+    /// The types an endpoint can subscribe to.
+    pub const SUBSCRIBABLE: [EventType; 3] = [
         EventType::BookingCreated,
         EventType::BookingUpdated,
         EventType::BookingCancelled,
@@ -32,6 +44,7 @@ impl EventType {
             EventType::BookingCreated => "booking.created",
             EventType::BookingUpdated => "booking.updated",
             EventType::BookingCancelled => "booking.cancelled",
+            EventType::WebhookTest => "webhook.test",
         }
     }
 }
@@ -84,6 +97,8 @@ impl Event {
             id: MessageId::for_delivery(&self.id, &endpoint_id),
             event_id: Some(self.id.clone()),
             attempt: 1,
+            schedule_start: 1,
+            trigger: Trigger::Scheduled,
             due_at: None,
             org_id: org.as_str().to_owned(),
             endpoint_id,
@@ -118,6 +133,14 @@ pub struct DeliveryMessage {
     /// queue's receive count, so a crash or a throttle burns no attempt.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// The attempt number its current schedule began at: the schedule's position is
+    /// `attempt - schedule_start + 1`. A replay or a recovery starts a fresh schedule and goes
+    /// on numbering, so attempt records never collide.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first")]
+    pub schedule_start: u32,
+    /// `manual`: a one-off attempt asked for through the API (resend), outside the schedule.
+    #[serde(default, skip_serializing_if = "Trigger::is_scheduled")]
+    pub trigger: Trigger,
     /// RFC 3339: not attempted before then. A retry due later than a queue delay can reach
     /// (SQS: 15 min) is re-sent, hop by hop, until it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +166,10 @@ fn first_attempt() -> u32 {
     1
 }
 
+fn is_first(n: &u32) -> bool {
+    *n == 1
+}
+
 impl DeliveryMessage {
     /// When the attempt is due, in Unix milliseconds; `None` (due now) when unset or unreadable.
     pub fn due_at_millis(&self) -> Option<u64> {
@@ -159,11 +186,20 @@ impl DeliveryMessage {
         }
     }
 
-    /// This message at the start of a fresh schedule (what a dead letter holds, so that a
-    /// replay starts over and keeps its `webhook-id`).
-    pub fn restarted(&self) -> Self {
+    /// Where its attempt is in its schedule, 1-based.
+    pub fn schedule_position(&self) -> u32 {
+        self.attempt.saturating_sub(self.schedule_start) + 1
+    }
+
+    /// This message at the start of a fresh schedule after `attempts_made` attempts (what a
+    /// dead letter holds, so that a replay starts over, keeps its `webhook-id`, and numbers its
+    /// attempts on).
+    pub fn restarted(&self, attempts_made: u32) -> Self {
+        let next = attempts_made + 1;
         Self {
-            attempt: 1,
+            attempt: next,
+            schedule_start: next,
+            trigger: Trigger::Scheduled,
             due_at: None,
             ..self.clone()
         }
@@ -198,6 +234,8 @@ mod tests {
             id: MessageId::parse("msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
             event_id: None,
             attempt: 3,
+            schedule_start: 1,
+            trigger: Trigger::Scheduled,
             due_at: Some("2026-01-01T00:05:00.000Z".into()),
             org_id: "org_1".into(),
             endpoint_id: EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
@@ -215,8 +253,10 @@ mod tests {
             message
         );
         assert_eq!(message.due_at_millis(), Some(1_767_225_900_000));
-        assert_eq!(message.restarted().attempt, 1);
-        assert_eq!(message.restarted().due_at, None);
+        let restarted = message.restarted(3);
+        assert_eq!((restarted.attempt, restarted.schedule_position()), (4, 1));
+        assert_eq!(restarted.due_at, None);
+        assert_eq!(message.schedule_position(), 3);
     }
 
     #[test]

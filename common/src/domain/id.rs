@@ -137,6 +137,12 @@ impl EventId {
 }
 
 impl MessageId {
+    /// A key below every id of a message whose event was created at `millis` or later, and
+    /// above every earlier one (message ids sort by their event's time).
+    pub fn lower_bound(millis: u64) -> String {
+        format!("{}{}", Self::PREFIX, encode_body(millis, [0; 10]))
+    }
+
     /// The message that carries `event` to `endpoint`. Derived, not drawn: publishing the same
     /// event again (a replay from the outbox) yields the same `webhook-id`, so receivers can
     /// de-duplicate it.

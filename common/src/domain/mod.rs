@@ -1,6 +1,7 @@
 //! The domain: what an endpoint, an event, a secret, a signature and a retry are. No AWS type here.
 
 pub mod booking;
+pub mod catalogue;
 pub mod delivery;
 pub mod endpoint;
 pub mod event;

@@ -84,7 +84,7 @@ impl RetrySchedule {
         let factor = 1.0 - JITTER + 2.0 * JITTER * random_unit.clamp(0.0, 1.0);
         let jittered = base.mul_f64(factor);
         let floor = retry_after.unwrap_or_default().min(MAX_DELAY);
-        NextStep::RetryIn(jittered.max(floor))
+        NextStep::RetryIn(jittered.max(floor).min(MAX_DELAY))
     }
 
     /// [`Self::next_step`] with jitter from the OS random source (no jitter if it fails).

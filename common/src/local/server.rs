@@ -26,7 +26,9 @@ use crate::config::ApiConfig;
 use crate::domain::delivery::DeadLetter;
 use crate::domain::event::DeliveryMessage;
 use crate::error::ApiError;
-use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher};
+use crate::ports::{
+    BookingStore, DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher,
+};
 use crate::time::format_rfc3339;
 use time::OffsetDateTime;
 
@@ -43,7 +45,7 @@ pub struct LocalApi<S, C, Q> {
 
 impl<S, C, Q> LocalApi<S, C, Q>
 where
-    S: EndpointStore + BookingStore + EventOutbox,
+    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog,
     C: SecretCipher,
     Q: DeliveryQueue,
 {
@@ -106,7 +108,32 @@ where
             (&Method::POST, ["bookings"]) => {
                 api::create_booking(store, self.queue.as_ref(), config, request).await
             }
+            (&Method::GET, ["webhooks", id, "messages"]) if !id.is_empty() => {
+                api::list_messages(store, config, with_id(request, id)).await
+            }
+            (&Method::GET, ["webhooks", id, "messages", msg_id]) if !id.is_empty() => {
+                let request = with_params(request, &[("id", id), ("msgId", msg_id)]);
+                api::get_message(store, config, request).await
+            }
+            (&Method::POST, ["webhooks", id, "messages", msg_id, "resend"]) if !id.is_empty() => {
+                let request = with_params(request, &[("id", id), ("msgId", msg_id)]);
+                api::resend_message(store, self.queue.as_ref(), config, request).await
+            }
+            (&Method::GET, ["webhooks", id, "attempts"]) if !id.is_empty() => {
+                api::list_attempts(store, config, with_id(request, id)).await
+            }
+            (&Method::POST, ["webhooks", id, "recover"]) if !id.is_empty() => {
+                api::recover_messages(store, self.queue.as_ref(), config, with_id(request, id))
+                    .await
+            }
+            (&Method::POST, ["webhooks", id, "test"]) if !id.is_empty() => {
+                api::send_test_event(store, self.queue.as_ref(), config, with_id(request, id)).await
+            }
+            (&Method::GET, ["event-types"]) => api::list_event_types(config, request).await,
             (&Method::GET, ["local", "dead-letters"]) => self.dead_letters(&request),
+            (&Method::POST, ["local", "dead-letters", "replay"]) => {
+                self.replay_dead_letters(&request)
+            }
             (_, path) => match allowed_methods(path) {
                 // RFC 9110 section 15.5.6: a 405 lists the methods the resource has.
                 Some(allowed) => {
@@ -155,6 +182,28 @@ where
             })
             .collect();
         json_response(StatusCode::OK, &json!({ "deadLetters": letters }))
+    }
+
+    /// Sends the caller's org's dead letters back to the delivery queue, as SQS's DLQ redrive
+    /// does (local runner only): each starts a fresh schedule under its own `webhook-id`.
+    fn replay_dead_letters(&self, request: &lambda_http::Request) -> Response<Body> {
+        let org = match org_from_claims(request, &self.config.org_id_claim) {
+            Ok(org) => org,
+            Err(error) => return error_response(&error),
+        };
+        let Some(queue) = &self.dead_letters else {
+            return error_response(&ApiError::NotFound);
+        };
+        let replayed = queue.replay_dead_letters(|body| {
+            serde_json::from_str::<DeliveryMessage>(body).is_ok_and(|m| m.org_id == org.as_str())
+        });
+        match replayed {
+            Ok(count) => json_response(StatusCode::ACCEPTED, &json!({ "replayed": count })),
+            Err(error) => {
+                tracing::error!(%error, "could not replay dead letters");
+                error_response(&ApiError::Unavailable)
+            }
+        }
     }
 
     /// The bearer token's claims, or why the token is refused, in words that say what to do.
@@ -264,7 +313,16 @@ where
 }
 
 fn with_id(request: lambda_http::Request, id: &str) -> lambda_http::Request {
-    request.with_path_parameters(HashMap::from([("id".to_owned(), id.to_owned())]))
+    with_params(request, &[("id", id)])
+}
+
+fn with_params(request: lambda_http::Request, params: &[(&str, &str)]) -> lambda_http::Request {
+    request.with_path_parameters(
+        params
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    )
 }
 
 fn request_context(
@@ -315,7 +373,7 @@ pub async fn run<S, C, Q>(
     api: Arc<LocalApi<S, C, Q>>,
     mut stopped: watch::Receiver<bool>,
 ) where
-    S: EndpointStore + BookingStore + EventOutbox + 'static,
+    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + 'static,
     C: SecretCipher + 'static,
     Q: DeliveryQueue + 'static,
 {
@@ -359,8 +417,20 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["webhooks"] => Some("GET, POST"),
         ["webhooks", id] if !id.is_empty() => Some("GET, PATCH, DELETE"),
+        ["webhooks", id, "messages" | "attempts"] if !id.is_empty() => Some("GET"),
+        ["webhooks", id, "messages", message] if !id.is_empty() && !message.is_empty() => {
+            Some("GET")
+        }
+        ["webhooks", id, "messages", message, "resend"]
+            if !id.is_empty() && !message.is_empty() =>
+        {
+            Some("POST")
+        }
+        ["webhooks", id, "recover" | "test"] if !id.is_empty() => Some("POST"),
+        ["event-types"] => Some("GET"),
         ["bookings"] => Some("POST"),
         ["local", "dead-letters"] => Some("GET"),
+        ["local", "dead-letters", "replay"] => Some("POST"),
         _ => None,
     }
 }

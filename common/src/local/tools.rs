@@ -104,7 +104,7 @@ pub async fn listen(
     forward_to: &str,
 ) -> Result<(), LocalError> {
     let url = format!("http://{}/", listener.local_addr()?);
-    let events: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    let events: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
     let (status, body) = client
         .call(
             reqwest::Method::POST,

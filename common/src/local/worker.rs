@@ -1,7 +1,7 @@
 //! The in-process delivery worker: receives from a queue as the SQS event source mapping would,
-//! and runs the same batch processing as the `deliver-webhooks` Lambda. It keeps receiving
-//! while slow deliveries are under way: up to [`MAX_IN_FLIGHT`] messages are worked on at once,
-//! so a black-holed subscriber holds its own messages, not everyone's.
+//! and runs the same processing as the `deliver-webhooks` Lambda. It keeps receiving while slow
+//! deliveries are under way: up to [`MAX_IN_FLIGHT`] messages are worked on at once, each on its
+//! own, so a black-holed subscriber holds its own messages, not everyone's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use crate::adapters::embedded::LocalQueue;
 use crate::delivery::Deliverer;
 use crate::domain::delivery::QueueRecord;
 use crate::error::QueueError;
-use crate::ports::{DeliveryLog, EndpointStore, QueueConsumer, SecretCipher};
+use crate::ports::{DeliveryLog, DeliveryQueue, EndpointStore, QueueConsumer, SecretCipher};
 
 const BATCH_SIZE: usize = 10;
 /// Messages worked on at once: the template's default delivery concurrency (5 instances) times
@@ -25,7 +25,7 @@ pub const MAX_IN_FLIGHT: usize = 50;
 const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 
 /// The receiving side the event source mapping plays on AWS.
-pub trait Receiver: QueueConsumer {
+pub trait Receiver: QueueConsumer + DeliveryQueue {
     /// Up to `max` messages, waiting a while for the first; empty when none came.
     fn receive(
         &self,
@@ -70,9 +70,9 @@ pub async fn run<S, C, R>(
     R: Receiver + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut batches = JoinSet::new();
+    let mut deliveries = JoinSet::new();
     loop {
-        while batches.try_join_next().is_some() {}
+        while deliveries.try_join_next().is_some() {}
         if *stopped.borrow() {
             break;
         }
@@ -104,15 +104,17 @@ pub async fn run<S, C, R>(
         if records.is_empty() {
             continue;
         }
-        permits.truncate(records.len());
-        let (deliverer, queue) = (deliverer.clone(), queue.clone());
-        batches.spawn(async move {
-            let deadline = tokio::time::Instant::now() + deliverer.config().record_budget();
-            deliverer
-                .process_batch(queue.as_ref(), records, deadline)
-                .await;
-            drop(permits);
-        });
+        // Each record settles on its own, with its own slot: a slow one holds only itself.
+        for (record, permit) in records.into_iter().zip(permits) {
+            let (deliverer, queue) = (deliverer.clone(), queue.clone());
+            deliveries.spawn(async move {
+                let deadline = tokio::time::Instant::now() + deliverer.config().record_budget();
+                deliverer
+                    .process_batch(queue.as_ref(), vec![record], deadline)
+                    .await;
+                drop(permit);
+            });
+        }
     }
-    while batches.join_next().await.is_some() {}
+    while deliveries.join_next().await.is_some() {}
 }

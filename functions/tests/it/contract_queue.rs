@@ -182,10 +182,16 @@ impl TestQueue for SqsPair {
     }
 
     async fn dead_letters(&self) -> Vec<Parked> {
-        self.receive_from(&self.dead_letter_url, Duration::from_millis(500))
-            .await
-            .into_iter()
-            .map(|m| {
+        // Received batches stay hidden, so this drains the queue.
+        let mut letters = Vec::new();
+        loop {
+            let batch = self
+                .receive_from(&self.dead_letter_url, Duration::from_millis(500))
+                .await;
+            if batch.is_empty() {
+                return letters;
+            }
+            letters.extend(batch.into_iter().map(|m| {
                 let attributes = m
                     .message_attributes
                     .unwrap_or_default()
@@ -193,8 +199,8 @@ impl TestQueue for SqsPair {
                     .filter_map(|(name, value)| Some((name, value.string_value?)))
                     .collect();
                 (m.body.unwrap_or_default(), attributes)
-            })
-            .collect()
+            }));
+        }
     }
 
     async fn in_flight(&self) -> usize {
@@ -229,6 +235,8 @@ pub fn message(n: u32) -> DeliveryMessage {
         id: MessageId::generate().unwrap(),
         event_id: None,
         attempt: 1,
+        schedule_start: 1,
+        trigger: Default::default(),
         due_at: None,
         org_id: "org_queue".into(),
         endpoint_id: EndpointId::generate().unwrap(),

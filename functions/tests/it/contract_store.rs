@@ -574,6 +574,7 @@ fn log_entry(
             error: (outcome != Outcome::Delivered).then(|| "HTTP 503: busy".to_owned()),
             latency_ms: 40 + u64::from(attempt),
             response_body: Some(format!("body {attempt} \u{FFFD} é")),
+            trigger: Default::default(),
             expires_at: 4_102_444_800,
         },
         message: MessageRecord {

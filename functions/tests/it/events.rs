@@ -47,7 +47,7 @@ async fn every_sample_event_runs_through_its_handler() {
                 read_response(api::list_webhooks(&store, &config, api_event(name)).await).0
             }
             "create-booking.json" => {
-                let queue = LocalQueue::new(Duration::from_secs(30), 8);
+                let queue = LocalQueue::new(Duration::from_secs(30), 5);
                 read_response(api::create_booking(&store, &queue, &config, api_event(name)).await).0
             }
             "get-webhook.json" | "update-webhook.json" | "delete-webhook.json" => {
@@ -112,7 +112,7 @@ async fn every_sample_event_runs_through_its_handler() {
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                let queue = LocalQueue::new(Duration::from_secs(30), 8);
+                let queue = LocalQueue::new(Duration::from_secs(30), 5);
                 let report = common::publish::relay_pending_events(&store, &queue, Duration::ZERO)
                     .await
                     .unwrap();
@@ -120,10 +120,50 @@ async fn every_sample_event_runs_through_its_handler() {
                 assert_eq!(queue.len().unwrap(), 1);
                 200
             }
+            "list-messages.json"
+            | "get-message.json"
+            | "list-attempts.json"
+            | "resend-message.json"
+            | "recover-messages.json"
+            | "send-test-event.json" => {
+                let request = api_event(name);
+                let org = org_from_claims(&request, "org_id").unwrap();
+                let id = EndpointId::parse(request.path_parameters().first("id").unwrap()).unwrap();
+                seed_endpoint(&store, &cipher, &org, &id, "https://hooks.example.com/in").await;
+                if let Some(message) = request.path_parameters().first("msgId") {
+                    let record = logged_message(&org, &id, message);
+                    common::ports::DeliveryLog::record_messages(&store, &[record])
+                        .await
+                        .unwrap();
+                }
+                let queue = LocalQueue::new(Duration::from_secs(30), 5);
+                let response = match name.as_str() {
+                    "list-messages.json" => api::list_messages(&store, &config, request).await,
+                    "get-message.json" => api::get_message(&store, &config, request).await,
+                    "list-attempts.json" => api::list_attempts(&store, &config, request).await,
+                    "resend-message.json" => {
+                        api::resend_message(&store, &queue, &config, request).await
+                    }
+                    "recover-messages.json" => {
+                        // Its `since` is a fixed date: within a retention long enough to reach it.
+                        let mut config = config.clone();
+                        config.retention = Duration::from_secs(3650 * 86_400);
+                        api::recover_messages(&store, &queue, &config, request).await
+                    }
+                    _ => api::send_test_event(&store, &queue, &config, request).await,
+                };
+                let (status, body) = read_response(response);
+                assert!(status < 300, "{name}: {body}");
+                status
+            }
+            "list-event-types.json" => {
+                read_response(api::list_event_types(&config, api_event(name)).await).0
+            }
             other => panic!("events/{other} belongs to no function: add it to this test"),
         };
         let expected = match name.as_str() {
             "create-webhook.json" | "create-booking.json" => 201,
+            "resend-message.json" | "recover-messages.json" | "send-test-event.json" => 202,
             "delete-webhook.json" => 204,
             _ => 200,
         };
@@ -133,4 +173,28 @@ async fn every_sample_event_runs_through_its_handler() {
     let mut functions = crate::template::workspace_lambdas();
     functions.sort();
     assert_eq!(seen, functions, "one sample event per function");
+}
+
+/// A delivered message in the log, as the delivery worker would have recorded it.
+fn logged_message(
+    org: &OrgId,
+    endpoint: &EndpointId,
+    id: &str,
+) -> common::domain::delivery::MessageRecord {
+    common::domain::delivery::MessageRecord {
+        org: org.clone(),
+        endpoint_id: endpoint.clone(),
+        message_id: common::domain::id::MessageId::parse(id).unwrap(),
+        event_id: None,
+        event_type: "booking.created".into(),
+        timestamp: "2030-03-31T08:00:00.000Z".into(),
+        data: serde_json::json!({ "booking": {} }),
+        state: common::domain::delivery::MessageState::Delivered,
+        attempts: 1,
+        next_attempt_at: None,
+        last_status: Some(200),
+        last_error: None,
+        updated_at: "2030-03-31T08:00:01.000Z".into(),
+        expires_at: common::time::unix_seconds_now() + 3600,
+    }
 }

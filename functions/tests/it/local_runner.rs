@@ -232,6 +232,34 @@ async fn the_local_runner_delivers_signed_webhooks_and_dead_letters_failures() {
     .await;
     assert_eq!(others["deadLetters"], json!([]), "dead letters are per org");
 
+    // Replayed as SQS's DLQ redrive would: the message is tried again, a fresh schedule.
+    let (status, replayed) = call(
+        reqwest::Method::POST,
+        format!("{base}/local/dead-letters/replay"),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, replayed),
+        (202, json!({ "replayed": 0 })),
+        "another org's stay"
+    );
+    let (status, replayed) = call(
+        reqwest::Method::POST,
+        format!("{base}/local/dead-letters/replay"),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert_eq!((status, replayed), (202, json!({ "replayed": 1 })));
+    eventually("the replayed attempt", async || {
+        (failing.received().len() > 3).then_some(())
+    })
+    .await;
+    let replayed_id = &failing.received()[3].headers["webhook-id"];
+    assert_eq!(replayed_id, &failing.received()[0].headers["webhook-id"]);
+
     let log = runner.stop().await;
     assert!(
         log.contains("on attempt 1: HTTP 200"),

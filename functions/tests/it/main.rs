@@ -9,6 +9,7 @@ mod contract_store;
 mod engine;
 mod events;
 mod local_runner;
+mod log_api;
 mod logs;
 mod pipeline;
 mod template;

@@ -24,7 +24,7 @@ use common::testing::{
 };
 use serde_json::{json, Value};
 
-use crate::contract_queue::SqsPair;
+use crate::contract_queue::{SqsPair, TestQueue};
 use crate::contract_store::org;
 
 const LOCAL: TargetPolicy = TargetPolicy::LOCAL_DEVELOPMENT;
@@ -190,27 +190,14 @@ impl World {
             .await
     }
 
-    /// Everything in the dead-letter queue (received batches stay hidden, so this drains it).
+    /// Everything in the dead-letter queue.
     async fn dead_letters(&self) -> Vec<Letter> {
-        let mut letters = Vec::new();
-        loop {
-            let batch = self
-                .queue
-                .receive_from(&self.queue.dead_letter_url, Duration::from_secs(1))
-                .await;
-            if batch.is_empty() {
-                return letters;
-            }
-            letters.extend(batch.into_iter().map(|m| {
-                let attributes = m
-                    .message_attributes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(name, value)| Some((name, value.string_value?)))
-                    .collect();
-                Letter::new(m.body.unwrap_or_default(), &attributes)
-            }));
-        }
+        self.queue
+            .dead_letters()
+            .await
+            .into_iter()
+            .map(|(body, attributes)| Letter::new(body, &attributes))
+            .collect()
     }
 }
 
@@ -358,9 +345,13 @@ async fn an_always_failing_subscriber_ends_in_the_dead_letter_queue() {
     let message = letter.message.as_ref().unwrap();
     assert_eq!(message.endpoint_id.as_str(), endpoint_id);
     assert_eq!(
-        (message.attempt, message.due_at.as_deref()),
-        (1, None),
-        "a replay starts a fresh schedule"
+        (
+            message.attempt,
+            message.schedule_position(),
+            message.due_at.as_deref()
+        ),
+        (4, 1, None),
+        "a replay starts a fresh schedule and numbers its attempts on"
     );
     assert_eq!(
         message.id.as_str(),

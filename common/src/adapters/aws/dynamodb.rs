@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Delete, Put, PutRequest, ReturnValue,
@@ -20,6 +21,7 @@ use super::describe;
 use crate::domain::booking::Booking;
 use crate::domain::delivery::{
     AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
+    MessageState, Outcome,
 };
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
@@ -27,7 +29,8 @@ use crate::domain::id::{random_hex, BookingId, EndpointId, EventId, MessageId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MessagePage,
+    MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -122,6 +125,13 @@ fn failed_conditions(
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Whether an `UpdateItem` was refused by its condition (a clean "no", not a failure).
+fn condition_failed(error: &SdkError<UpdateItemError, HttpResponse>) -> bool {
+    error
+        .as_service_error()
+        .is_some_and(|e| e.is_conditional_check_failed_exception())
 }
 
 fn unavailable(error: impl std::error::Error) -> StoreError {
@@ -410,12 +420,7 @@ impl EndpointStore for DynamoStore {
                 .as_ref()
                 .map(endpoint_from_item)
                 .transpose(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -498,12 +503,7 @@ impl EndpointStore for DynamoStore {
                 .map(endpoint_from_item)
                 .transpose()?
                 .map(|endpoint| endpoint.health)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -533,12 +533,7 @@ impl EndpointStore for DynamoStore {
         }
         match update.condition_expression(condition).send().await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -798,12 +793,7 @@ impl EventOutbox for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -847,9 +837,9 @@ fn attempt_item(record: &AttemptRecord) -> Item {
         (
             "SK".to_owned(),
             s(format!(
-                "{}{:05}",
-                attempts_prefix(&record.endpoint_id, &record.message_id),
-                record.attempt
+                "{ATTEMPT_PREFIX}{}#{}",
+                record.endpoint_id,
+                record.sort_key()
             )),
         ),
         ("kind".to_owned(), s("attempt")),
@@ -859,7 +849,7 @@ fn attempt_item(record: &AttemptRecord) -> Item {
         ("at".to_owned(), s(&record.at)),
         ("outcome".to_owned(), s(record.outcome.as_str())),
         ("latencyMs".to_owned(), n(record.latency_ms)),
-        ("trigger".to_owned(), s("scheduled")),
+        ("trigger".to_owned(), s(record.trigger.as_str())),
         ("expiresAt".to_owned(), n(record.expires_at)),
     ]);
     optional(&mut item, "statusCode", record.status_code.map(n));
@@ -896,6 +886,9 @@ fn attempt_from_item(org: &OrgId, item: &Item) -> Result<AttemptRecord, StoreErr
         error: optional_text("error"),
         latency_ms: number(item, "latencyMs").unwrap_or(0),
         response_body: optional_text("responseBody"),
+        trigger: optional_text("trigger")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default(),
         expires_at: number(item, "expiresAt").unwrap_or(0),
     })
 }
@@ -955,12 +948,61 @@ fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreErr
     })
 }
 
+/// A page of message records from up to `limit + 1` items: the extra one tells that another
+/// page follows.
+fn message_page(org: &OrgId, items: Vec<Item>, limit: usize) -> Result<MessagePage, StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let mut messages = items
+        .iter()
+        .map(|item| message_from_item(org, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_after = (messages.len() > limit).then(|| {
+        messages.truncate(limit);
+        messages.last().map(|m| m.message_id.clone())
+    });
+    Ok(MessagePage {
+        messages,
+        next_after: next_after.flatten(),
+    })
+}
+
 /// Most items one `BatchWriteItem` takes.
 const MAX_BATCH_WRITE: usize = 25;
 /// Rounds of re-sending what DynamoDB left unprocessed (throttling) before giving up.
 const UNPROCESSED_ROUNDS: u32 = 4;
 
 impl DynamoStore {
+    /// Up to `limit + 1` items of a query, read on from `LastEvaluatedKey` while a filter or
+    /// DynamoDB's 1 MB per call leaves a page short. `build` sets everything but the table,
+    /// the start key and the limit.
+    async fn query_page(
+        &self,
+        limit: usize,
+        mut start: Option<Item>,
+        build: impl Fn(
+            aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let wanted = limit.clamp(1, MAX_PAGE_SIZE) + 1;
+        let mut items = Vec::with_capacity(wanted);
+        loop {
+            let page = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .limit(page.min(self.scan_page_size))
+                .consistent_read(true);
+            let output = build(query).send().await.map_err(unavailable)?;
+            items.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && items.len() < wanted => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// Puts items, 25 to a `BatchWriteItem`, re-sending what comes back unprocessed a few
     /// times with a short backoff.
     async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
@@ -1018,6 +1060,135 @@ impl DeliveryLog for DynamoStore {
         self.put_all(items).await
     }
 
+    async fn record_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        let items = records
+            .iter()
+            .map(message_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_all(items).await
+    }
+
+    async fn list_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        state: Option<MessageState>,
+        limit: usize,
+        after: Option<&MessageId>,
+    ) -> Result<MessagePage, StoreError> {
+        let prefix = format!("{MESSAGE_PREFIX}{endpoint_id}#");
+        let start = after.map(|id| message_key(org, endpoint_id, id));
+        let items = self
+            .query_page(limit, start, |query| {
+                let query = query
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                    .expression_attribute_values(":pk", partition(org))
+                    .expression_attribute_values(":prefix", s(&prefix))
+                    .scan_index_forward(false);
+                match state {
+                    Some(state) => query
+                        .filter_expression("#state = :state AND expiresAt > :now")
+                        .expression_attribute_names("#state", "state")
+                        .expression_attribute_values(":state", s(state.as_str()))
+                        .expression_attribute_values(":now", n(unix_seconds_now())),
+                    None => query
+                        .filter_expression("expiresAt > :now")
+                        .expression_attribute_values(":now", n(unix_seconds_now())),
+                }
+            })
+            .await?;
+        message_page(org, items, limit)
+    }
+
+    async fn list_attempts(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: Option<&MessageId>,
+        outcome: Option<Outcome>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<AttemptPage, StoreError> {
+        let prefix = match message_id {
+            Some(message) => attempts_prefix(endpoint_id, message),
+            None => format!("{ATTEMPT_PREFIX}{endpoint_id}#"),
+        };
+        let start = after.map(|key| {
+            HashMap::from([
+                ("PK".to_owned(), partition(org)),
+                (
+                    "SK".to_owned(),
+                    s(format!("{ATTEMPT_PREFIX}{endpoint_id}#{key}")),
+                ),
+            ])
+        });
+        let items = self
+            .query_page(limit, start, |query| {
+                let query = query
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                    .expression_attribute_values(":pk", partition(org))
+                    .expression_attribute_values(":prefix", s(&prefix))
+                    .expression_attribute_values(":now", n(unix_seconds_now()))
+                    .scan_index_forward(false);
+                match outcome {
+                    Some(outcome) => query
+                        .filter_expression("#outcome = :outcome AND expiresAt > :now")
+                        .expression_attribute_names("#outcome", "outcome")
+                        .expression_attribute_values(":outcome", s(outcome.as_str())),
+                    None => query.filter_expression("expiresAt > :now"),
+                }
+            })
+            .await?;
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let mut attempts = items
+            .iter()
+            .map(|item| attempt_from_item(org, item))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_after = (attempts.len() > limit).then(|| {
+            attempts.truncate(limit);
+            attempts.last().map(AttemptRecord::sort_key)
+        });
+        Ok(AttemptPage {
+            attempts,
+            next_after: next_after.flatten(),
+        })
+    }
+
+    async fn recoverable_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        since_millis: u64,
+        until_millis: u64,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let low = format!(
+            "{MESSAGE_PREFIX}{endpoint_id}#{}",
+            MessageId::lower_bound(since_millis)
+        );
+        let high = format!(
+            "{MESSAGE_PREFIX}{endpoint_id}#{}",
+            MessageId::lower_bound(until_millis)
+        );
+        let start = after.map(|id| message_key(org, endpoint_id, id));
+        let items = self
+            .query_page(limit, start, |query| {
+                query
+                    .key_condition_expression("PK = :pk AND SK BETWEEN :low AND :high")
+                    .filter_expression("#state IN (:failed, :dead) AND expiresAt > :now")
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":pk", partition(org))
+                    .expression_attribute_values(":low", s(&low))
+                    .expression_attribute_values(":high", s(&high))
+                    .expression_attribute_values(":failed", s(MessageState::Failed.as_str()))
+                    .expression_attribute_values(":dead", s(MessageState::Dead.as_str()))
+                    .expression_attribute_values(":now", n(unix_seconds_now()))
+            })
+            .await?;
+        message_page(org, items, limit)
+    }
+
     async fn attempts_of(
         &self,
         org: &OrgId,
@@ -1032,8 +1203,11 @@ impl DeliveryLog for DynamoStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                // Expired but not yet removed (DynamoDB's TTL deletes within days) is gone.
+                .filter_expression("expiresAt > :now")
                 .expression_attribute_values(":pk", partition(org))
                 .expression_attribute_values(":prefix", s(attempts_prefix(endpoint_id, message_id)))
+                .expression_attribute_values(":now", n(unix_seconds_now()))
                 .set_exclusive_start_key(start.take())
                 .consistent_read(true)
                 .send()
@@ -1064,11 +1238,13 @@ impl DeliveryLog for DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        output
+        let record = output
             .item
             .as_ref()
             .map(|item| message_from_item(org, item))
-            .transpose()
+            .transpose()?;
+        // Expired but not yet removed by the TTL is gone.
+        Ok(record.filter(|record| record.expires_at > unix_seconds_now()))
     }
 }
 

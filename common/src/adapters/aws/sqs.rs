@@ -192,6 +192,18 @@ impl QueueConsumer for SqsConsumer {
     }
 }
 
+/// The consumer sends to its own queue too: a recovery that runs out of time hands the rest on
+/// as a queue message.
+impl DeliveryQueue for SqsConsumer {
+    async fn enqueue(&self, bodies: &[QueueBody]) -> Result<Vec<usize>, QueueError> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| entry(index, body).build());
+        send_batch(&self.client, &self.queue_url, entries).await
+    }
+}
+
 /// SQS's `DelaySeconds`: whole seconds, at most 900. Rounded up, so a jittered 0.8 s is not an
 /// immediate retry; a longer wait is reached hop by hop.
 fn delay_seconds(delay: Duration) -> i32 {

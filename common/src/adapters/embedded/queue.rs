@@ -219,6 +219,23 @@ impl LocalQueue {
         Ok(self.len()? == 0)
     }
 
+    /// Moves the dead letters whose body `select` picks back to the queue, as they are (SQS's
+    /// DLQ redrive); how many moved.
+    pub fn replay_dead_letters(&self, select: impl Fn(&str) -> bool) -> Result<usize, QueueError> {
+        let picked: Vec<DeadLetterEntry> = {
+            let mut state = self.state.lock().map_err(poisoned)?;
+            let (picked, kept) = std::mem::take(&mut state.dead_letters)
+                .into_iter()
+                .partition(|letter| select(&letter.body));
+            state.dead_letters = kept;
+            picked
+        };
+        for letter in &picked {
+            self.send(letter.body.clone())?;
+        }
+        Ok(picked.len())
+    }
+
     /// The dead-letter list, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetterEntry>, QueueError> {
         Ok(self.state.lock().map_err(poisoned)?.dead_letters.clone())
@@ -256,10 +273,15 @@ impl QueueConsumer for LocalQueue {
                 "at most {MAX_ENQUEUE_BATCH} messages per batch"
             )));
         }
-        for (body, delay) in messages {
-            self.send_delayed(body.as_str().to_owned(), *delay)?;
-        }
-        Ok(Vec::new())
+        // Per entry, as SQS answers a batch: one refused body fails alone.
+        Ok(messages
+            .iter()
+            .enumerate()
+            .filter(|(_, (body, delay))| {
+                self.send_delayed(body.as_str().to_owned(), *delay).is_err()
+            })
+            .map(|(index, _)| index)
+            .collect())
     }
 
     async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<Vec<usize>, QueueError> {

@@ -7,6 +7,7 @@ use super::poisoned;
 use crate::domain::booking::Booking;
 use crate::domain::delivery::{
     AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
+    MessageState, Outcome,
 };
 use crate::domain::endpoint::{Endpoint, EndpointChanges};
 use crate::domain::event::{Event, EventType, PendingEvent};
@@ -14,7 +15,8 @@ use crate::domain::id::{BookingId, EndpointId, EventId, MessageId};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MessagePage,
+    MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -35,14 +37,28 @@ pub struct MemoryStore {
     log: Arc<Mutex<Log>>,
 }
 
-type MessageKey = (OrgId, EndpointId, MessageId);
-
-/// The delivery log, keyed like the table's items; an entry past its `expires_at` is gone, as
-/// DynamoDB's TTL would (eventually) make it.
+/// The delivery log, keyed like the table's items (attempts by their sort key, messages by
+/// their id, under org and endpoint); an entry past its `expires_at` is gone, as DynamoDB's TTL
+/// would (eventually) make it.
 #[derive(Default)]
 struct Log {
-    attempts: BTreeMap<(MessageKey, u32), AttemptRecord>,
-    messages: BTreeMap<MessageKey, MessageRecord>,
+    attempts: BTreeMap<(OrgId, EndpointId, String), AttemptRecord>,
+    messages: BTreeMap<(OrgId, EndpointId, MessageId), MessageRecord>,
+}
+
+/// The first `limit` of `items`, and the key to start after when more follow.
+fn page_of<T, K>(
+    mut items: impl Iterator<Item = T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<K>) {
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let page: Vec<T> = items.by_ref().take(limit).collect();
+    let next = match items.next() {
+        Some(_) => page.last().map(key),
+        None => None,
+    };
+    (page, next)
 }
 
 impl MemoryStore {
@@ -339,14 +355,37 @@ impl DeliveryLog for MemoryStore {
     async fn record(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
         let mut log = self.log.lock().map_err(poisoned)?;
         for LogEntry { attempt, message } in entries {
-            let key = (
-                message.org.clone(),
-                message.endpoint_id.clone(),
-                message.message_id.clone(),
+            log.attempts.insert(
+                (
+                    attempt.org.clone(),
+                    attempt.endpoint_id.clone(),
+                    attempt.sort_key(),
+                ),
+                attempt.clone(),
             );
-            log.attempts
-                .insert((key.clone(), attempt.attempt), attempt.clone());
-            log.messages.insert(key, message.clone());
+            log.messages.insert(
+                (
+                    message.org.clone(),
+                    message.endpoint_id.clone(),
+                    message.message_id.clone(),
+                ),
+                message.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn record_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        for message in records {
+            log.messages.insert(
+                (
+                    message.org.clone(),
+                    message.endpoint_id.clone(),
+                    message.message_id.clone(),
+                ),
+                message.clone(),
+            );
         }
         Ok(())
     }
@@ -358,15 +397,111 @@ impl DeliveryLog for MemoryStore {
         message_id: &MessageId,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
         let log = self.log.lock().map_err(poisoned)?;
-        let key = (org.clone(), endpoint_id.clone(), message_id.clone());
         let now = unix_seconds_now();
+        let prefix = format!("{message_id}#");
         Ok(log
             .attempts
-            .range((key.clone(), 0)..=(key, u32::MAX))
+            .range((org.clone(), endpoint_id.clone(), prefix.clone())..)
+            .take_while(|((o, e, key), _)| o == org && e == endpoint_id && key.starts_with(&prefix))
             .map(|(_, record)| record)
             .filter(|record| record.expires_at > now)
             .cloned()
             .collect())
+    }
+
+    async fn list_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        state: Option<MessageState>,
+        limit: usize,
+        after: Option<&MessageId>,
+    ) -> Result<MessagePage, StoreError> {
+        let log = self.log.lock().map_err(poisoned)?;
+        let now = unix_seconds_now();
+        let items = log
+            .messages
+            .iter()
+            .rev()
+            .filter(|((o, e, id), _)| o == org && e == endpoint_id && after.is_none_or(|a| id < a))
+            .map(|(_, record)| record)
+            .filter(|record| record.expires_at > now && state.is_none_or(|s| record.state == s))
+            .cloned();
+        let (messages, next_after) = page_of(items, limit, |record| record.message_id.clone());
+        Ok(MessagePage {
+            messages,
+            next_after,
+        })
+    }
+
+    async fn list_attempts(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: Option<&MessageId>,
+        outcome: Option<Outcome>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<AttemptPage, StoreError> {
+        let log = self.log.lock().map_err(poisoned)?;
+        let now = unix_seconds_now();
+        let items = log
+            .attempts
+            .iter()
+            .rev()
+            .filter(|((o, e, key), _)| {
+                o == org && e == endpoint_id && after.is_none_or(|a| key.as_str() < a)
+            })
+            .map(|(_, record)| record)
+            .filter(|record| {
+                record.expires_at > now
+                    && message_id.is_none_or(|m| &record.message_id == m)
+                    && outcome.is_none_or(|o| record.outcome == o)
+            })
+            .cloned();
+        let (attempts, next_after) = page_of(items, limit, AttemptRecord::sort_key);
+        Ok(AttemptPage {
+            attempts,
+            next_after,
+        })
+    }
+
+    async fn recoverable_messages(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        since_millis: u64,
+        until_millis: u64,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let log = self.log.lock().map_err(poisoned)?;
+        let now = unix_seconds_now();
+        let (low, high) = (
+            MessageId::lower_bound(since_millis),
+            MessageId::lower_bound(until_millis),
+        );
+        let items = log
+            .messages
+            .iter()
+            .filter(|((o, e, id), _)| {
+                o == org
+                    && e == endpoint_id
+                    && id.as_str() >= low.as_str()
+                    && id.as_str() < high.as_str()
+                    && after.is_none_or(|a| id > a)
+            })
+            .map(|(_, record)| record)
+            .filter(|record| {
+                record.expires_at > now
+                    && matches!(record.state, MessageState::Failed | MessageState::Dead)
+            })
+            .cloned();
+        let (messages, next_after) = page_of(items, limit, |record| record.message_id.clone());
+        Ok(MessagePage {
+            messages,
+            next_after,
+        })
     }
 
     async fn message_record(
