@@ -183,7 +183,34 @@ pub trait DeliveryLog: Send + Sync {
         message_id: &MessageId,
     ) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
 
-    /// Writes message states on their own (a recovery marks its messages `pending` again).
+    /// Marks a message `delivered` after a manual attempt succeeded, whatever its state, if it
+    /// is in the log. Only the state and the last status change, so a scheduled attempt's write
+    /// around it is not undone.
+    fn note_manual_delivery(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+        status: u16,
+        at: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims a `failed` or `dead` message for a recovery: marks it `pending` (next attempt
+    /// `at`), unless its state or attempts changed since `record` was read. `false` when they
+    /// had: two recoveries, or a recovery and the worker, never both act on one message.
+    fn claim_for_recovery(
+        &self,
+        record: &MessageRecord,
+        at: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives a claimed message its state back, when it could not be queued.
+    fn release_recovery(
+        &self,
+        record: &MessageRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes message states on their own (seeding, tests).
     fn record_messages(
         &self,
         records: &[MessageRecord],

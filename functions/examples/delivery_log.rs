@@ -96,7 +96,7 @@ async fn main() {
                     trigger: common::domain::delivery::Trigger::Scheduled,
                     expires_at: common::time::unix_seconds_now() + 86_400,
                 },
-                message: MessageRecord {
+                message: Some(MessageRecord {
                     org: org.clone(),
                     endpoint_id: endpoint.clone(),
                     message_id: m.id.clone(),
@@ -111,7 +111,7 @@ async fn main() {
                     last_error: None,
                     updated_at: common::time::now_rfc3339(),
                     expires_at: common::time::unix_seconds_now() + 86_400,
-                },
+                }),
             })
             .collect();
         let started = Instant::now();

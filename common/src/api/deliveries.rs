@@ -254,6 +254,16 @@ pub async fn list_attempts(
             })?
             .map(|text| Cursor::decode(&text, &org, attempt_key))
             .transpose()?;
+            // A cursor is a position in the list it came from: one from another message's list
+            // names no position in this one.
+            if let (Some(after), Some(message)) = (&after, &message) {
+                if !after.starts_with(&format!("{message}#")) {
+                    return Err(ApiError::invalid(
+                        "cursor",
+                        "belongs to another list: pass back the nextCursor of this one",
+                    ));
+                }
+            }
             let page = store
                 .list_attempts(
                     &org,
@@ -343,19 +353,21 @@ pub async fn recover_messages(
             let earliest = now.saturating_sub(retention_millis);
             let time = |fields: &mut Fields, name: &str, required: bool| {
                 let text = fields.string(name, required, 64)?;
-                match parse_rfc3339(&text).map(|at| at.unix_timestamp_nanos() / 1_000_000) {
-                    Some(millis) => u64::try_from(millis).ok(),
-                    None => {
-                        fields.error(
-                            name,
-                            "must be an RFC 3339 date-time, like 2030-05-01T10:00:00Z",
-                        );
-                        None
-                    }
+                let millis = parse_rfc3339(&text)
+                    .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
+                if millis.is_none() {
+                    fields.error(
+                        name,
+                        "must be an RFC 3339 date-time after 1970, like 2030-05-01T10:00:00Z",
+                    );
                 }
+                millis
             };
             let since = time(&mut fields, "since", true);
             let until = time(&mut fields, "until", false);
+            if since.is_some_and(|since| since > now) {
+                fields.error("since", "must not be in the future");
+            }
             if since.is_some_and(|since| since < earliest) {
                 let days = config.retention.as_secs() / 86_400;
                 let limit = format_rfc3339(

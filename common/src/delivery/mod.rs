@@ -505,7 +505,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 trigger: message.trigger,
                 expires_at,
             },
-            message: MessageRecord {
+            message: Some(MessageRecord {
                 org: org.clone(),
                 endpoint_id: message.endpoint_id.clone(),
                 message_id: message.id.clone(),
@@ -520,12 +520,13 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 last_error: facts.error.clone(),
                 updated_at: now_rfc3339(),
                 expires_at,
-            },
+            }),
         }
     }
 
-    /// The record of a manual attempt (a resend): one attempt outside the schedule. A success
-    /// makes the message `delivered`; a failure leaves its state and schedule as they were.
+    /// The record of a manual attempt (a resend): one attempt outside the schedule, numbered 0.
+    /// It leaves the message's state to the schedule, but for a success, which marks the
+    /// message `delivered`.
     async fn manual_entry(
         &self,
         org: &OrgId,
@@ -533,34 +534,27 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         at: String,
         facts: &Facts,
     ) -> LogEntry {
-        let previous = self
-            .store
-            .message_record(org, &message.endpoint_id, &message.id)
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(message_id = %message.id, %error, "could not read the message's state before a manual attempt");
-                None
-            });
-        let delivered = facts.outcome == Outcome::Delivered;
-        let (state, next_attempt_at) = match &previous {
-            _ if delivered => (MessageState::Delivered, None),
-            Some(record) => (record.state, record.next_attempt_at.clone()),
-            None => (MessageState::Failed, None),
-        };
         tracing::info!(
             message_id = %message.id, endpoint_id = %message.endpoint_id, outcome = facts.outcome.as_str(), status = facts.status,
             "manual attempt of {} to {}: {}", message.id, message.endpoint_id, facts.outcome.as_str()
         );
-        let mut entry = self.log_entry(
-            org,
-            message,
-            message.attempt,
-            at,
-            facts,
-            state,
-            next_attempt_at,
-        );
-        entry.message.attempts = previous.map_or(message.attempt, |record| record.attempts);
+        if let (Outcome::Delivered, Some(status)) = (facts.outcome, facts.status) {
+            if let Err(error) = self
+                .store
+                .note_manual_delivery(
+                    org,
+                    &message.endpoint_id,
+                    &message.id,
+                    status,
+                    &now_rfc3339(),
+                )
+                .await
+            {
+                tracing::warn!(message_id = %message.id, %error, "could not mark the message delivered after a manual attempt");
+            }
+        }
+        let mut entry = self.log_entry(org, message, 0, at, facts, MessageState::Pending, None);
+        entry.message = None;
         entry
     }
 
@@ -581,11 +575,10 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 Settle::Acknowledge
             }
             Err(error) => {
-                tracing::error!(%error, "a recovery run failed; tried again in {}", human_duration(POSTPONE_DELAY));
-                Settle::Reschedule {
-                    body: QueueBody::received(record.body.clone()),
-                    delay: POSTPONE_DELAY,
-                }
+                // Left to the queue: tried again after its visibility timeout, and moved to the
+                // dead-letter queue after a few receives if it keeps failing.
+                tracing::error!(%error, "a recovery run failed; left to the queue");
+                Settle::Leave
             }
         }
     }

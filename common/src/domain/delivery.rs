@@ -417,7 +417,9 @@ pub struct RecoverTask {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogEntry {
     pub attempt: AttemptRecord,
-    pub message: MessageRecord,
+    /// The message's new state; `None` for a manual attempt, which leaves it to the schedule
+    /// (a success is noted on its own, [`crate::ports::DeliveryLog::note_manual_delivery`]).
+    pub message: Option<MessageRecord>,
 }
 
 /// Why an endpoint is disabled.

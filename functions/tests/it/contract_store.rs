@@ -577,7 +577,7 @@ fn log_entry(
             trigger: Default::default(),
             expires_at: 4_102_444_800,
         },
-        message: MessageRecord {
+        message: Some(MessageRecord {
             org: org.clone(),
             endpoint_id: endpoint.clone(),
             message_id: message.clone(),
@@ -593,7 +593,7 @@ fn log_entry(
             last_error: Some("HTTP 503: busy".into()),
             updated_at: format!("2030-01-01T00:00:0{attempt}.500Z"),
             expires_at: 4_102_444_800,
-        },
+        }),
     }
 }
 
@@ -656,7 +656,7 @@ async fn the_delivery_log_keeps_attempts_in_order_under_the_org(store: &impl Del
     );
     assert_eq!(
         store.message_record(&a, &endpoint, &message).await.unwrap(),
-        Some(third.message)
+        third.message
     );
     assert!(store
         .attempts_of(&b, &endpoint, &message)

@@ -197,6 +197,14 @@ where
         assert_eq!(failed["attempts"].as_array().unwrap().len(), 2);
         let (_, paged) = self.attempts(a, &endpoint, &[("limit", "3")]).await;
         let cursor = paged["nextCursor"].as_str().unwrap().to_owned();
+        let (status, _) = self
+            .attempts(
+                a,
+                &endpoint,
+                &[("cursor", &cursor), ("messageId", second.as_str())],
+            )
+            .await;
+        assert_eq!(status, 400, "a cursor of another message's list");
         let (_, rest) = self.attempts(a, &endpoint, &[("cursor", &cursor)]).await;
         assert_eq!(rest["attempts"][0]["attempt"], 1);
         assert_eq!(rest["attempts"].as_array().unwrap().len(), 1);
@@ -304,13 +312,25 @@ where
             400,
             "past the retention"
         );
-        let (status, answer) = self
-            .recover(name, &endpoint, json!({ "since": since }))
-            .await;
-        assert_eq!(
-            (status, answer.clone()),
-            (202, json!({ "recovered": 3, "continuing": false }))
+        for body in [
+            json!({ "since": "2999-01-01T00:00:00Z" }),
+            json!({ "since": "1900-01-01T00:00:00Z" }),
+            json!({ "since": since, "until": since }),
+            json!({ "since": "yesterday" }),
+            json!({}),
+        ] {
+            let (status, refused) = self.recover(name, &endpoint, body.clone()).await;
+            assert_eq!(status, 400, "{body}: {refused}");
+        }
+        // Two recoveries at once (a double click): each message is claimed, and queued, once.
+        let ((first_status, first), (second_status, second)) = tokio::join!(
+            self.recover(name, &endpoint, json!({ "since": since })),
+            self.recover(name, &endpoint, json!({ "since": since })),
         );
+        assert_eq!((first_status, second_status), (202, 202));
+        let total = first["recovered"].as_u64().unwrap() + second["recovered"].as_u64().unwrap();
+        assert_eq!(total, 3, "{first} {second}");
+        assert_eq!(first["continuing"], false);
         let (_, again) = self
             .recover(name, &endpoint, json!({ "since": since }))
             .await;
@@ -411,6 +431,26 @@ where
             );
         }
         assert!(tasks >= 1, "the worker carried the recovery on");
+        // A recovery whose endpoint was disabled meanwhile stops, queuing nothing more.
+        let disable = EndpointChanges {
+            disabled: Some(true),
+            ..EndpointChanges::default()
+        };
+        self.store
+            .update_endpoint(&org(name), &endpoint, &disable, "2030-01-01T00:00:00.000Z")
+            .await
+            .unwrap();
+        let range = RecoverRange {
+            org_id: name.into(),
+            endpoint_id: endpoint.clone(),
+            since_millis: since,
+            until_millis: common::time::unix_millis_now() + 1,
+            after: None,
+        };
+        let stopped = common::recover::recover(&self.store, &self.queue, range, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!((stopped.recovered, stopped.continued), (0, false));
         let expected: HashSet<String> = records.iter().map(|r| r.message_id.to_string()).collect();
         assert_eq!(seen, expected);
     }

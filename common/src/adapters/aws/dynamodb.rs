@@ -950,20 +950,41 @@ fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreErr
 
 /// A page of message records from up to `limit + 1` items: the extra one tells that another
 /// page follows.
-fn message_page(org: &OrgId, items: Vec<Item>, limit: usize) -> Result<MessagePage, StoreError> {
+fn message_page(
+    org: &OrgId,
+    endpoint_id: &EndpointId,
+    (items, resume): (Vec<Item>, Option<Item>),
+    limit: usize,
+) -> Result<MessagePage, StoreError> {
     let limit = limit.clamp(1, MAX_PAGE_SIZE);
     let mut messages = items
         .iter()
         .map(|item| message_from_item(org, item))
         .collect::<Result<Vec<_>, _>>()?;
-    let next_after = (messages.len() > limit).then(|| {
+    let next_after = if messages.len() > limit {
         messages.truncate(limit);
         messages.last().map(|m| m.message_id.clone())
-    });
+    } else {
+        let prefix = format!("{MESSAGE_PREFIX}{endpoint_id}#");
+        resume
+            .and_then(|key| key_suffix(&key, &prefix))
+            .and_then(|id| MessageId::parse(&id))
+    };
     Ok(MessagePage {
         messages,
-        next_after: next_after.flatten(),
+        next_after,
     })
+}
+
+/// DynamoDB calls one filtered page may take before it ends short.
+const MAX_QUERY_CALLS: usize = 10;
+
+/// The id part of a sort key `<prefix><id>`.
+fn key_suffix(key: &Item, prefix: &str) -> Option<String> {
+    key.get("SK")
+        .and_then(|v| v.as_s().ok())
+        .and_then(|sk| sk.strip_prefix(prefix))
+        .map(str::to_owned)
 }
 
 /// Most items one `BatchWriteItem` takes.
@@ -973,8 +994,10 @@ const UNPROCESSED_ROUNDS: u32 = 4;
 
 impl DynamoStore {
     /// Up to `limit + 1` items of a query, read on from `LastEvaluatedKey` while a filter or
-    /// DynamoDB's 1 MB per call leaves a page short. `build` sets everything but the table,
-    /// the start key and the limit.
+    /// DynamoDB's 1 MB per call leaves a page short, for at most [`MAX_QUERY_CALLS`] calls:
+    /// past them, the page ends short (even empty) with the key to go on from, so a filter that
+    /// matches little in a large partition costs bounded time per request. `build` sets
+    /// everything but the table, the start key and the limit.
     async fn query_page(
         &self,
         limit: usize,
@@ -982,10 +1005,10 @@ impl DynamoStore {
         build: impl Fn(
             aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-    ) -> Result<Vec<Item>, StoreError> {
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let wanted = limit.clamp(1, MAX_PAGE_SIZE) + 1;
         let mut items = Vec::with_capacity(wanted);
-        loop {
+        for _ in 0..MAX_QUERY_CALLS {
             let page = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
             let query = self
                 .client
@@ -998,9 +1021,10 @@ impl DynamoStore {
             items.extend(output.items.unwrap_or_default());
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() && items.len() < wanted => start = Some(key),
-                _ => return Ok(items),
+                _ => return Ok((items, None)),
             }
         }
+        Ok((items, start))
     }
 
     /// Puts items, 25 to a `BatchWriteItem`, re-sending what comes back unprocessed a few
@@ -1050,7 +1074,8 @@ impl DeliveryLog for DynamoStore {
         // One batch may not name an item twice; the later write of a key wins.
         let mut items: Vec<Item> = Vec::with_capacity(entries.len() * 2);
         for LogEntry { attempt, message } in entries {
-            for item in [attempt_item(attempt), message_item(message)?] {
+            let message = message.as_ref().map(message_item).transpose()?;
+            for item in std::iter::once(attempt_item(attempt)).chain(message) {
                 items.retain(|old| {
                     old.get("PK") != item.get("PK") || old.get("SK") != item.get("SK")
                 });
@@ -1058,6 +1083,89 @@ impl DeliveryLog for DynamoStore {
             }
         }
         self.put_all(items).await
+    }
+
+    async fn note_manual_delivery(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+        status: u16,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(message_key(org, endpoint_id, message_id)))
+            .update_expression("SET #state = :delivered, lastStatus = :status, updatedAt = :at REMOVE lastError, nextAttemptAt")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":delivered", s(MessageState::Delivered.as_str()))
+            .expression_attribute_values(":status", n(status))
+            .expression_attribute_values(":at", s(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn claim_for_recovery(
+        &self,
+        record: &MessageRecord,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(message_key(
+                &record.org,
+                &record.endpoint_id,
+                &record.message_id,
+            )))
+            .update_expression("SET #state = :pending, nextAttemptAt = :at, updatedAt = :at")
+            .condition_expression("#state = :was AND attempts = :attempts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", s(MessageState::Pending.as_str()))
+            .expression_attribute_values(":was", s(record.state.as_str()))
+            .expression_attribute_values(":attempts", n(record.attempts))
+            .expression_attribute_values(":at", s(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_recovery(&self, record: &MessageRecord) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(message_key(
+                &record.org,
+                &record.endpoint_id,
+                &record.message_id,
+            )))
+            .update_expression("SET #state = :was REMOVE nextAttemptAt")
+            .condition_expression("#state = :pending AND attempts = :attempts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", s(MessageState::Pending.as_str()))
+            .expression_attribute_values(":was", s(record.state.as_str()))
+            .expression_attribute_values(":attempts", n(record.attempts))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn record_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
@@ -1097,7 +1205,7 @@ impl DeliveryLog for DynamoStore {
                 }
             })
             .await?;
-        message_page(org, items, limit)
+        message_page(org, endpoint_id, items, limit)
     }
 
     async fn list_attempts(
@@ -1139,18 +1247,21 @@ impl DeliveryLog for DynamoStore {
                 }
             })
             .await?;
+        let (items, resume) = items;
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let mut attempts = items
             .iter()
             .map(|item| attempt_from_item(org, item))
             .collect::<Result<Vec<_>, _>>()?;
-        let next_after = (attempts.len() > limit).then(|| {
+        let next_after = if attempts.len() > limit {
             attempts.truncate(limit);
             attempts.last().map(AttemptRecord::sort_key)
-        });
+        } else {
+            resume.and_then(|key| key_suffix(&key, &format!("{ATTEMPT_PREFIX}{endpoint_id}#")))
+        };
         Ok(AttemptPage {
             attempts,
-            next_after: next_after.flatten(),
+            next_after,
         })
     }
 
@@ -1186,7 +1297,7 @@ impl DeliveryLog for DynamoStore {
                     .expression_attribute_values(":now", n(unix_seconds_now()))
             })
             .await?;
-        message_page(org, items, limit)
+        message_page(org, endpoint_id, items, limit)
     }
 
     async fn attempts_of(

@@ -363,14 +363,74 @@ impl DeliveryLog for MemoryStore {
                 ),
                 attempt.clone(),
             );
-            log.messages.insert(
-                (
-                    message.org.clone(),
-                    message.endpoint_id.clone(),
-                    message.message_id.clone(),
-                ),
-                message.clone(),
-            );
+            if let Some(message) = message {
+                log.messages.insert(
+                    (
+                        message.org.clone(),
+                        message.endpoint_id.clone(),
+                        message.message_id.clone(),
+                    ),
+                    message.clone(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn note_manual_delivery(
+        &self,
+        org: &OrgId,
+        endpoint_id: &EndpointId,
+        message_id: &MessageId,
+        status: u16,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        let key = (org.clone(), endpoint_id.clone(), message_id.clone());
+        if let Some(record) = log.messages.get_mut(&key) {
+            record.state = MessageState::Delivered;
+            record.last_status = Some(status);
+            record.last_error = None;
+            record.next_attempt_at = None;
+            record.updated_at = at.to_owned();
+        }
+        Ok(())
+    }
+
+    async fn claim_for_recovery(
+        &self,
+        record: &MessageRecord,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        let key = (
+            record.org.clone(),
+            record.endpoint_id.clone(),
+            record.message_id.clone(),
+        );
+        match log.messages.get_mut(&key) {
+            Some(stored) if stored.state == record.state && stored.attempts == record.attempts => {
+                stored.state = MessageState::Pending;
+                stored.next_attempt_at = Some(at.to_owned());
+                stored.updated_at = at.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_recovery(&self, record: &MessageRecord) -> Result<(), StoreError> {
+        let mut log = self.log.lock().map_err(poisoned)?;
+        let key = (
+            record.org.clone(),
+            record.endpoint_id.clone(),
+            record.message_id.clone(),
+        );
+        if let Some(stored) = log.messages.get_mut(&key) {
+            if stored.state == MessageState::Pending && stored.attempts == record.attempts {
+                stored.state = record.state;
+                stored.next_attempt_at = None;
+            }
         }
         Ok(())
     }
