@@ -476,21 +476,8 @@ except Exception as error:
 "#;
     let input =
         json!({ "secret": secret, "body": received.body, "headers": received.headers }).to_string();
-    let mut child = std::process::Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let verdict = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let output = run_python(&python, script, &input);
+    let verdict = output.trim().to_owned();
     assert!(
         verdict.starts_with("valid") || verdict.starts_with("invalid"),
         "verifier failed: {verdict}"
@@ -516,13 +503,19 @@ validator = cls(request["schema"], format_checker=cls.FORMAT_CHECKER)
 print(json.dumps([e.message for e in validator.iter_errors(request["instance"])]))
 "#;
     let input = json!({ "schema": schema, "instance": instance }).to_string();
+    let output = run_python(&python, script, &input);
+    serde_json::from_str(&output).unwrap_or_else(|_| panic!("validator failed: {output}"))
+}
+
+/// Runs `script` with the test venv's Python, `input` on its standard input; its standard output.
+fn run_python(python: &str, script: &str, input: &str) -> String {
+    use std::io::Write;
     let mut child = std::process::Command::new(python)
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write;
     child
         .stdin
         .take()
@@ -530,12 +523,7 @@ print(json.dumps([e.message for e in validator.iter_errors(request["instance"])]
         .write_all(input.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "validator failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A Lambda Runtime API (2018-06-01) on loopback that hands one event to the function process

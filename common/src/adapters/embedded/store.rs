@@ -46,6 +46,17 @@ struct Log {
     messages: BTreeMap<(OrgId, EndpointId, MessageId), MessageRecord>,
 }
 
+impl Log {
+    fn put_message(&mut self, message: &MessageRecord) {
+        let key = (
+            message.org.clone(),
+            message.endpoint_id.clone(),
+            message.message_id.clone(),
+        );
+        self.messages.insert(key, message.clone());
+    }
+}
+
 /// The first `limit` of `items`, and the key to start after when more follow.
 fn page_of<T, K>(
     mut items: impl Iterator<Item = T>,
@@ -364,14 +375,7 @@ impl DeliveryLog for MemoryStore {
                 attempt.clone(),
             );
             if let Some(message) = message {
-                log.messages.insert(
-                    (
-                        message.org.clone(),
-                        message.endpoint_id.clone(),
-                        message.message_id.clone(),
-                    ),
-                    message.clone(),
-                );
+                log.put_message(message);
             }
         }
         Ok(())
@@ -438,14 +442,7 @@ impl DeliveryLog for MemoryStore {
     async fn record_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
         let mut log = self.log.lock().map_err(poisoned)?;
         for message in records {
-            log.messages.insert(
-                (
-                    message.org.clone(),
-                    message.endpoint_id.clone(),
-                    message.message_id.clone(),
-                ),
-                message.clone(),
-            );
+            log.put_message(message);
         }
         Ok(())
     }
