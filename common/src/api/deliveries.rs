@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{
-    body_bytes, endpoint_id_from_path, json_response, org_from_claims, page_limit, respond, Cursor,
+    body_bytes, endpoint_id_from_path, json_response, org_from_claims, page_after, page_limit,
+    respond, Cursor,
 };
 use crate::config::ApiConfig;
 use crate::domain::catalogue::catalogue;
@@ -167,11 +168,7 @@ pub async fn list_messages(
                 |text| text.parse::<MessageState>().ok(),
             )?;
             let limit = page_limit(&request.query_string_parameters())?;
-            let after = query_param(&request, "cursor", "a page's nextCursor", |t| {
-                Some(t.to_owned())
-            })?
-            .map(|text| Cursor::decode(&text, &org, MessageId::parse))
-            .transpose()?;
+            let after = page_after(&request, &org, MessageId::parse)?;
             let page = store
                 .list_messages(&org, &endpoint.id, state, limit, after.as_ref())
                 .await?;
@@ -249,11 +246,7 @@ pub async fn list_attempts(
                 |text| text.parse::<Outcome>().ok(),
             )?;
             let limit = page_limit(&request.query_string_parameters())?;
-            let after = query_param(&request, "cursor", "a page's nextCursor", |t| {
-                Some(t.to_owned())
-            })?
-            .map(|text| Cursor::decode(&text, &org, attempt_key))
-            .transpose()?;
+            let after = page_after(&request, &org, attempt_key)?;
             // A cursor is a position in the list it came from: one from another message's list
             // names no position in this one.
             if let (Some(after), Some(message)) = (&after, &message) {

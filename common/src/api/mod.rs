@@ -96,6 +96,20 @@ pub fn page_limit(
     }
 }
 
+/// The `cursor` query parameter read back into its list's key by `parse` (see [`Cursor`]);
+/// `None` for the first page.
+pub fn page_after<T>(
+    request: &Request,
+    org: &OrgId,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    request
+        .query_string_parameters()
+        .first("cursor")
+        .map(|text| Cursor::decode(text, org, parse))
+        .transpose()
+}
+
 /// The `{id}` path parameter. A malformed id cannot exist, so it is a 404 like any other.
 pub fn endpoint_id_from_path(request: &Request) -> Result<EndpointId, ApiError> {
     request

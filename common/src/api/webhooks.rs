@@ -5,8 +5,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
 use super::{
-    body_bytes, empty_response, endpoint_id_from_path, json_response, org_from_claims, page_limit,
-    respond, Cursor,
+    body_bytes, empty_response, endpoint_id_from_path, json_response, org_from_claims, page_after,
+    page_limit, respond, Cursor,
 };
 use crate::config::ApiConfig;
 use crate::domain::endpoint::{Endpoint, EndpointChanges, NewEndpoint};
@@ -71,12 +71,8 @@ pub async fn list_webhooks(
     respond(
         async {
             let org = org_from_claims(&request, &config.org_id_claim)?;
-            let query = request.query_string_parameters();
-            let limit = page_limit(&query)?;
-            let after = query
-                .first("cursor")
-                .map(|text| Cursor::decode(text, &org, EndpointId::parse))
-                .transpose()?;
+            let limit = page_limit(&request.query_string_parameters())?;
+            let after = page_after(&request, &org, EndpointId::parse)?;
             let page = store.list_endpoints(&org, limit, after.as_ref()).await?;
             let endpoints: Vec<_> = page.endpoints.iter().map(Endpoint::view).collect();
             let next_cursor = page

@@ -749,3 +749,48 @@ async fn dynamodb_listing_reads_on_past_a_short_page() {
     }
     assert_eq!(seen, ids);
 }
+
+#[tokio::test]
+async fn dynamodb_filtered_pages_stop_after_ten_reads_and_go_on_from_there() {
+    // One item per DynamoDB page: a filter that matches only the oldest of 25 messages must not
+    // read all 25 in one request; each request reads at most 10 and hands on a cursor.
+    let sdk = sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, create_table(&sdk).await).with_scan_page_size(1);
+    let a = org("org_filtered_pages");
+    let endpoint = EndpointId::generate().unwrap();
+    let mut messages = Vec::new();
+    for n in 0..25 {
+        let state = if n == 0 {
+            MessageState::Dead
+        } else {
+            MessageState::Delivered
+        };
+        let message = MessageId::generate().unwrap();
+        let entry = log_entry(&a, &endpoint, &message, 1, Outcome::Delivered, state);
+        store.record(&[entry]).await.unwrap();
+        messages.push(message);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let mut after: Option<MessageId> = None;
+    let mut requests = 0;
+    let found = loop {
+        requests += 1;
+        let page = store
+            .list_messages(&a, &endpoint, Some(MessageState::Dead), 5, after.as_ref())
+            .await
+            .unwrap();
+        if !page.messages.is_empty() {
+            break page.messages;
+        }
+        after = Some(page.next_after.expect("a short page says where to go on"));
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].message_id, messages[0],
+        "the oldest, reached page by page"
+    );
+    assert!(
+        requests >= 3,
+        "25 reads at most 10 a request: {requests} requests"
+    );
+}

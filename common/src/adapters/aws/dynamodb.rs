@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Delete, Put, PutRequest, ReturnValue,
@@ -127,11 +127,32 @@ fn failed_conditions(
     }
 }
 
-/// Whether an `UpdateItem` was refused by its condition (a clean "no", not a failure).
-fn condition_failed(error: &SdkError<UpdateItemError, HttpResponse>) -> bool {
-    error
-        .as_service_error()
-        .is_some_and(|e| e.is_conditional_check_failed_exception())
+/// An `UpdateItem`'s answer when its condition held, `None` when the condition refused it (a
+/// clean "no", not a failure).
+fn applied(
+    result: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<Option<UpdateItemOutput>, StoreError> {
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The endpoint an `UpdateItem` with `ReturnValues: ALL_NEW` left, when its condition held.
+fn updated_endpoint(
+    result: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<Option<Endpoint>, StoreError> {
+    applied(result)?
+        .and_then(|output| output.attributes)
+        .as_ref()
+        .map(endpoint_from_item)
+        .transpose()
 }
 
 fn unavailable(error: impl std::error::Error) -> StoreError {
@@ -414,15 +435,7 @@ impl EndpointStore for DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(output) => output
-                .attributes
-                .as_ref()
-                .map(endpoint_from_item)
-                .transpose(),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        updated_endpoint(result)
     }
 
     async fn delete_endpoint(&self, org: &OrgId, id: &EndpointId) -> Result<bool, StoreError> {
@@ -496,16 +509,7 @@ impl EndpointStore for DynamoStore {
                 .expression_attribute_values(":now", n(now_millis))
                 .expression_attribute_values(":lease", n(lease_until_millis)),
         };
-        match update.send().await {
-            Ok(output) => Ok(output
-                .attributes
-                .as_ref()
-                .map(endpoint_from_item)
-                .transpose()?
-                .map(|endpoint| endpoint.health)),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(updated_endpoint(update.send().await)?.map(|endpoint| endpoint.health))
     }
 
     async fn disable_endpoint(
@@ -531,11 +535,7 @@ impl EndpointStore for DynamoStore {
             condition.push_str(" AND failingSince < :cutoff");
             update = update.expression_attribute_values(":cutoff", n(cutoff));
         }
-        match update.condition_expression(condition).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(applied(update.condition_expression(condition).send().await)?.is_some())
     }
 
     async fn subscribers(
@@ -791,11 +791,7 @@ impl EventOutbox for DynamoStore {
             .expression_attribute_values(":failures", AttributeValue::N(relay_failures.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
@@ -1106,11 +1102,7 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_values(":at", s(at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     async fn claim_for_recovery(
@@ -1136,11 +1128,7 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_values(":at", s(at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(applied(result)?.is_some())
     }
 
     async fn release_recovery(&self, record: &MessageRecord) -> Result<(), StoreError> {
@@ -1161,11 +1149,7 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_values(":attempts", n(record.attempts))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(result).map(|_| ())
     }
 
     async fn record_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
