@@ -59,6 +59,15 @@ pub enum ApiError {
     /// A dependency failed; details go to the log, not to the client.
     #[error("This endpoint is disabled; enable it with PATCH /webhooks/{{id}} {{\"disabled\": false}} first")]
     EndpointDisabled,
+    /// A 409 whose reason the text gives.
+    #[error("{0}")]
+    Conflicting(&'static str),
+    #[error(
+        "A request with this Idempotency-Key is still in progress; retry once it has finished"
+    )]
+    IdempotencyKeyInUse,
+    #[error("This Idempotency-Key was used in the last 24 hours with a different request (method, path or body); send a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("Service unavailable, try again")]
     Unavailable,
     #[error("Internal error")]
@@ -73,9 +82,12 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Conflict | ApiError::EndpointLimit(_) | ApiError::EndpointDisabled => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Conflict
+            | ApiError::Conflicting(_)
+            | ApiError::IdempotencyKeyInUse
+            | ApiError::EndpointLimit(_)
+            | ApiError::EndpointDisabled => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -9,9 +9,10 @@ use crate::domain::delivery::{
     AttemptRecord, DeadLetter, DisabledReason, EndpointHealth, HealthChange, LogEntry,
     MessageRecord, MessageState, Outcome,
 };
-use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::endpoint::{Endpoint, EndpointChanges, PreviousSecret};
 use crate::domain::event::{Event, EventType, PendingEvent};
-use crate::domain::id::{EndpointId, EventId, MessageId};
+use crate::domain::id::{BookingId, EndpointId, EventId, MessageId};
+use crate::domain::idempotency::{IdempotencyCompletion, IdempotencyRecord};
 use crate::domain::queue_body::QueueBody;
 use crate::domain::OrgId;
 use crate::error::{CipherError, QueueError, StoreError};
@@ -38,11 +39,13 @@ pub trait EndpointStore: Send + Sync {
     /// (`StoreError::LimitReached`), atomically with the org's endpoint count, so concurrent
     /// creates cannot pass the cap together. `StoreError::Conflict` if its id is taken by
     /// another item (the same item again, as an SDK retry after a lost answer sends it, is a
-    /// success).
+    /// success), or if `completion`'s claim is no longer its request's. With `completion`,
+    /// the answer is stored under its key in the same write.
     fn insert_endpoint(
         &self,
         endpoint: &Endpoint,
         max_per_org: usize,
+        completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get_endpoint(
@@ -101,6 +104,34 @@ pub trait EndpointStore: Send + Sync {
         failing_since_before: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Replaces an endpoint's secret by `new_ciphertext`, keeping `previous` as its previous
+    /// secrets, if its secret is still `current_ciphertext` (what the rotation was made from).
+    /// `None` when there is no such endpoint; `StoreError::Conflict` when its secret changed
+    /// meanwhile (another rotation) or `completion`'s claim is no longer its request's. With
+    /// `completion`, the answer is stored under its key in the same write.
+    #[allow(clippy::too_many_arguments)]
+    fn rotate_secret(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        new_ciphertext: &[u8],
+        previous: &[PreviousSecret],
+        rotated_at: &str,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+
+    /// Deletes previous secrets whose grace period is over: keeps only `kept`, if the current
+    /// secret is still `current_ciphertext` (a rotation meanwhile wrote its own list). `false`
+    /// when nothing changed.
+    fn forget_expired_secrets(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        kept: &[PreviousSecret],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Every enabled endpoint of `org` subscribed to `event_type`, all pages read.
     fn subscribers(
         &self,
@@ -111,12 +142,73 @@ pub trait EndpointStore: Send + Sync {
 
 pub trait BookingStore: Send + Sync {
     /// Stores a booking together with the event that announces it, atomically, so the event
-    /// cannot be lost between the two: it waits in the outbox until it is published.
+    /// cannot be lost between the two: it waits in the outbox until it is published. With
+    /// `completion`, the answer is stored under its idempotency key in the same write.
+    /// `StoreError::Conflict` when the booking or event id is taken, or `completion`'s claim
+    /// is no longer its request's.
     fn insert_booking(
         &self,
         org: &OrgId,
         booking: &Booking,
         event: &Event,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_booking(
+        &self,
+        org: &OrgId,
+        id: &BookingId,
+    ) -> impl Future<Output = Result<Option<Booking>, StoreError>> + Send;
+
+    /// Writes a changed booking (same id) with the event that announces the change, atomically,
+    /// if the stored booking is still `confirmed` and last changed at `read_updated_at` (the
+    /// `updatedAt` the change was made from): two changes at once cannot both win, and a
+    /// cancelled booking stays as it is. `StoreError::Conflict` otherwise (the booking gone
+    /// included), or when `completion`'s claim is no longer its request's.
+    fn replace_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+        read_updated_at: &str,
+        event: &Event,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// `Idempotency-Key` records, under their org, for [`IDEMPOTENCY_WINDOW`](crate::domain::idempotency::IDEMPOTENCY_WINDOW).
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims a key for a request: writes `claim` unless a record of the key is there and not
+    /// [free](IdempotencyRecord::is_free) at `now_millis`. `None` when the claim is written;
+    /// the record in the way otherwise.
+    fn claim_idempotency_key(
+        &self,
+        org: &OrgId,
+        claim: &IdempotencyRecord,
+        now_millis: u64,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// The record of a key, when there is one and it has not expired.
+    fn idempotency_record(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// Stores a claim's answer; `StoreError::Conflict` when the claim is no longer its
+    /// request's.
+    fn complete_idempotency_key(
+        &self,
+        org: &OrgId,
+        completion: &IdempotencyCompletion,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a claim back (its request failed), so the key may be tried again; nothing when it
+    /// is no longer `token`'s.
+    fn release_idempotency_key(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+        token: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

@@ -390,8 +390,11 @@ mod tests {
                 created_at: "2030-01-01T00:00:00.000Z".into(),
                 updated_at: "2030-01-01T00:00:00.000Z".into(),
                 secret_ciphertext: vec![1],
+                previous_secrets: Vec::new(),
+                secret_rotated_at: None,
+                headers: Default::default(),
             };
-            store.insert_endpoint(&endpoint, 1000).await.unwrap();
+            store.insert_endpoint(&endpoint, 1000, None).await.unwrap();
         }
         (store, org)
     }

@@ -205,8 +205,11 @@ pub async fn seed_endpoint(
         health: Default::default(),
         created_at: "2030-01-01T00:00:00.000Z".into(),
         updated_at: "2030-01-01T00:00:00.000Z".into(),
+        headers: Default::default(),
+        previous_secrets: Vec::new(),
+        secret_rotated_at: None,
     };
-    store.insert_endpoint(&endpoint, 100).await.unwrap();
+    store.insert_endpoint(&endpoint, 100, None).await.unwrap();
     secret
 }
 
@@ -296,6 +299,12 @@ impl ApiEvent {
 
     pub fn json(self, body: &Value) -> Self {
         self.body(body.to_string())
+    }
+
+    /// Adds a request header (API Gateway hands them over in lower case).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.event["headers"][name.to_ascii_lowercase()] = json!(value);
+        self
     }
 
     pub fn request(self) -> lambda_http::Request {

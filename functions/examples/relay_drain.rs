@@ -62,7 +62,10 @@ async fn main() {
             BookingId::generate().unwrap(),
             "2030-01-01T00:00:00.000Z".into(),
         );
-        memory.insert_booking(org, &booking, event).await.unwrap();
+        memory
+            .insert_booking(org, &booking, event, None)
+            .await
+            .unwrap();
     }
     let local_queue = LocalQueue::new(Duration::from_secs(30), 8);
     drain(&memory, &local_queue, events).await;

@@ -10,6 +10,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::idempotency;
 use super::{
     body_bytes, endpoint_id_from_path, json_response, org_from_claims, page_after, page_limit,
     respond, Cursor,
@@ -26,7 +27,7 @@ use crate::domain::queue_body::QueueBody;
 use crate::domain::validation::Fields;
 use crate::domain::OrgId;
 use crate::error::ApiError;
-use crate::ports::{DeliveryLog, DeliveryQueue, EndpointStore};
+use crate::ports::{DeliveryLog, DeliveryQueue, EndpointStore, IdempotencyStore};
 use crate::recover::{recover, RecoverError, RUN_BUDGET};
 use crate::time::{format_rfc3339, now_rfc3339, parse_rfc3339, unix_millis_now};
 
@@ -293,36 +294,40 @@ async fn enqueue(queue: &impl DeliveryQueue, message: &DeliveryMessage) -> Resul
 /// `POST /webhooks/{id}/messages/{msgId}/resend`: one attempt now, same `webhook-id`, a fresh
 /// signature, whatever the message's state; it neither restarts nor advances the schedule.
 pub async fn resend_message(
-    store: &(impl EndpointStore + DeliveryLog),
+    store: &(impl EndpointStore + DeliveryLog + IdempotencyStore),
     queue: &impl DeliveryQueue,
     config: &ApiConfig,
     request: Request,
 ) -> Response<Body> {
     respond(
         async {
-            let (org, endpoint) = own_endpoint(store, config, &request).await?;
-            let id = message_id_from_path(&request)?;
-            let record = store
-                .message_record(&org, &endpoint.id, &id)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            if endpoint.disabled {
-                return Err(ApiError::EndpointDisabled);
-            }
-            let message = DeliveryMessage {
-                attempt: 0,
-                trigger: Trigger::Manual,
-                ..record.restarted_message().ok_or(ApiError::Internal)?
-            };
-            enqueue(queue, &message).await?;
-            let mut view =
-                serde_json::to_value(message_view(&record)).map_err(|_| ApiError::Internal)?;
-            // The resend is queued: the message is on its way again, under its own schedule.
-            view["nextAttemptAt"] = json!(now_rfc3339());
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                &json!({ "message": view }),
-            ))
+            let org = org_from_claims(&request, &config.org_id_claim)?;
+            idempotency::idempotent(store, &request, &org, async {
+                let (org, endpoint) = own_endpoint(store, config, &request).await?;
+                let id = message_id_from_path(&request)?;
+                let record = store
+                    .message_record(&org, &endpoint.id, &id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                if endpoint.disabled {
+                    return Err(ApiError::EndpointDisabled);
+                }
+                let message = DeliveryMessage {
+                    attempt: 0,
+                    trigger: Trigger::Manual,
+                    ..record.restarted_message().ok_or(ApiError::Internal)?
+                };
+                enqueue(queue, &message).await?;
+                let mut view =
+                    serde_json::to_value(message_view(&record)).map_err(|_| ApiError::Internal)?;
+                // The resend is queued: the message is on its way again, under its own schedule.
+                view["nextAttemptAt"] = json!(now_rfc3339());
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({ "message": view }),
+                ))
+            })
+            .await
         }
         .await,
     )
@@ -332,76 +337,81 @@ pub async fn resend_message(
 /// messages of `[since, until)` go back on the queue for a fresh schedule. Answers how many this
 /// request queued, and whether the rest continues in the background.
 pub async fn recover_messages(
-    store: &(impl EndpointStore + DeliveryLog),
+    store: &(impl EndpointStore + DeliveryLog + IdempotencyStore),
     queue: &impl DeliveryQueue,
     config: &ApiConfig,
     request: Request,
 ) -> Response<Body> {
     respond(
         async {
-            let (org, endpoint) = own_endpoint(store, config, &request).await?;
-            let mut fields = Fields::parse(body_bytes(&request)?, &["since", "until"])?;
-            let now = unix_millis_now();
-            let retention_millis = u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX);
-            let earliest = now.saturating_sub(retention_millis);
-            let time = |fields: &mut Fields, name: &str, required: bool| {
-                let text = fields.string(name, required, 64)?;
-                let millis = parse_rfc3339(&text)
-                    .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
-                if millis.is_none() {
+            let org = org_from_claims(&request, &config.org_id_claim)?;
+            idempotency::idempotent(store, &request, &org, async {
+                let (org, endpoint) = own_endpoint(store, config, &request).await?;
+                let mut fields = Fields::parse(body_bytes(&request)?, &["since", "until"])?;
+                let now = unix_millis_now();
+                let retention_millis =
+                    u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX);
+                let earliest = now.saturating_sub(retention_millis);
+                let time = |fields: &mut Fields, name: &str, required: bool| {
+                    let text = fields.string(name, required, 64)?;
+                    let millis = parse_rfc3339(&text)
+                        .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
+                    if millis.is_none() {
+                        fields.error(
+                            name,
+                            "must be an RFC 3339 date-time after 1970, like 2030-05-01T10:00:00Z",
+                        );
+                    }
+                    millis
+                };
+                let since = time(&mut fields, "since", true);
+                let until = time(&mut fields, "until", false);
+                if since.is_some_and(|since| since > now) {
+                    fields.error("since", "must not be in the future");
+                }
+                if since.is_some_and(|since| since < earliest) {
+                    let days = config.retention.as_secs() / 86_400;
+                    let limit = format_rfc3339(
+                        time::OffsetDateTime::UNIX_EPOCH
+                            + time::Duration::milliseconds(i64::try_from(earliest).unwrap_or(0)),
+                    );
                     fields.error(
-                        name,
-                        "must be an RFC 3339 date-time after 1970, like 2030-05-01T10:00:00Z",
+                        "since",
+                        format!("must be within the {days}-day retention (at or after {limit})"),
                     );
                 }
-                millis
-            };
-            let since = time(&mut fields, "since", true);
-            let until = time(&mut fields, "until", false);
-            if since.is_some_and(|since| since > now) {
-                fields.error("since", "must not be in the future");
-            }
-            if since.is_some_and(|since| since < earliest) {
-                let days = config.retention.as_secs() / 86_400;
-                let limit = format_rfc3339(
-                    time::OffsetDateTime::UNIX_EPOCH
-                        + time::Duration::milliseconds(i64::try_from(earliest).unwrap_or(0)),
-                );
-                fields.error(
-                    "since",
-                    format!("must be within the {days}-day retention (at or after {limit})"),
-                );
-            }
-            if let (Some(since), Some(until)) = (since, until) {
-                if until <= since {
-                    fields.error("until", "must be after since");
-                }
-            }
-            fields.finish()?;
-            let since = since.ok_or(ApiError::Internal)?;
-            if endpoint.disabled {
-                return Err(ApiError::EndpointDisabled);
-            }
-            let range = RecoverRange {
-                org_id: org.as_str().to_owned(),
-                endpoint_id: endpoint.id.clone(),
-                since_millis: since,
-                until_millis: until.unwrap_or(now + 1),
-                after: None,
-            };
-            let progress = recover(store, queue, range, RUN_BUDGET)
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, endpoint_id = %endpoint.id, "recovery failed");
-                    match error {
-                        RecoverError::Store(error) => ApiError::from(error),
-                        _ => ApiError::Unavailable,
+                if let (Some(since), Some(until)) = (since, until) {
+                    if until <= since {
+                        fields.error("until", "must be after since");
                     }
-                })?;
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                &json!({ "recovered": progress.recovered, "continuing": progress.continued }),
-            ))
+                }
+                fields.finish()?;
+                let since = since.ok_or(ApiError::Internal)?;
+                if endpoint.disabled {
+                    return Err(ApiError::EndpointDisabled);
+                }
+                let range = RecoverRange {
+                    org_id: org.as_str().to_owned(),
+                    endpoint_id: endpoint.id.clone(),
+                    since_millis: since,
+                    until_millis: until.unwrap_or(now + 1),
+                    after: None,
+                };
+                let progress = recover(store, queue, range, RUN_BUDGET)
+                    .await
+                    .map_err(|error| {
+                        tracing::error!(%error, endpoint_id = %endpoint.id, "recovery failed");
+                        match error {
+                            RecoverError::Store(error) => ApiError::from(error),
+                            _ => ApiError::Unavailable,
+                        }
+                    })?;
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({ "recovered": progress.recovered, "continuing": progress.continued }),
+                ))
+            })
+            .await
         }
         .await,
     )
@@ -426,46 +436,52 @@ fn sample_data(event_type: EventType, endpoint: &Endpoint, at: &str) -> Value {
 /// of the catalogue) to this endpoint only, whatever its event filter; delivered and recorded
 /// like any message.
 pub async fn send_test_event(
-    store: &impl EndpointStore,
+    store: &(impl EndpointStore + IdempotencyStore),
     queue: &impl DeliveryQueue,
     config: &ApiConfig,
     request: Request,
 ) -> Response<Body> {
     respond(
         async {
-            let (org, endpoint) = own_endpoint(store, config, &request).await?;
-            let bytes = body_bytes(&request)?;
-            let event_type = if bytes.iter().all(u8::is_ascii_whitespace) {
-                EventType::WebhookTest
-            } else {
-                let mut fields = Fields::parse(bytes, &["type"])?;
-                let name = fields.string("type", false, 64);
-                let event_type = match name {
-                    None => Some(EventType::WebhookTest),
-                    Some(name) => match name.parse::<EventType>() {
-                        Ok(t) => Some(t),
-                        Err(_) => {
-                            let known: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                            fields.error("type", format!("must be one of {}", known.join(", ")));
-                            None
-                        }
-                    },
+            let org = org_from_claims(&request, &config.org_id_claim)?;
+            idempotency::idempotent(store, &request, &org, async {
+                let (org, endpoint) = own_endpoint(store, config, &request).await?;
+                let bytes = body_bytes(&request)?;
+                let event_type = if bytes.iter().all(u8::is_ascii_whitespace) {
+                    EventType::WebhookTest
+                } else {
+                    let mut fields = Fields::parse(bytes, &["type"])?;
+                    let name = fields.string("type", false, 64);
+                    let event_type = match name {
+                        None => Some(EventType::WebhookTest),
+                        Some(name) => match name.parse::<EventType>() {
+                            Ok(t) => Some(t),
+                            Err(_) => {
+                                let known: Vec<_> =
+                                    EventType::ALL.iter().map(|t| t.as_str()).collect();
+                                fields
+                                    .error("type", format!("must be one of {}", known.join(", ")));
+                                None
+                            }
+                        },
+                    };
+                    fields.finish()?;
+                    event_type.ok_or(ApiError::Internal)?
                 };
-                fields.finish()?;
-                event_type.ok_or(ApiError::Internal)?
-            };
-            if endpoint.disabled {
-                return Err(ApiError::EndpointDisabled);
-            }
-            let at = now_rfc3339();
-            let event = Event::new(event_type, sample_data(event_type, &endpoint, &at))
-                .map_err(|_| ApiError::Internal)?;
-            let message = event.message_for(&org, endpoint.id.clone());
-            enqueue(queue, &message).await?;
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                &json!({ "message": queued_view(&message, 0, &at) }),
-            ))
+                if endpoint.disabled {
+                    return Err(ApiError::EndpointDisabled);
+                }
+                let at = now_rfc3339();
+                let event = Event::new(event_type, sample_data(event_type, &endpoint, &at))
+                    .map_err(|_| ApiError::Internal)?;
+                let message = event.message_for(&org, endpoint.id.clone());
+                enqueue(queue, &message).await?;
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({ "message": queued_view(&message, 0, &at) }),
+                ))
+            })
+            .await
         }
         .await,
     )

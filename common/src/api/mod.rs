@@ -5,15 +5,19 @@
 mod bookings;
 mod cursor;
 mod deliveries;
+mod idempotency;
 mod webhooks;
 
-pub use bookings::create_booking;
+pub use bookings::{cancel_booking, create_booking, get_booking, update_booking};
 pub use cursor::Cursor;
 pub use deliveries::{
     get_message, list_attempts, list_event_types, list_messages, recover_messages, resend_message,
     send_test_event,
 };
-pub use webhooks::{create_webhook, delete_webhook, get_webhook, list_webhooks, update_webhook};
+pub use webhooks::{
+    create_webhook, delete_webhook, get_webhook, list_webhooks, rotate_webhook_secret,
+    update_webhook,
+};
 
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::http::StatusCode;
@@ -21,7 +25,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
-use crate::domain::id::EndpointId;
+use crate::domain::id::{BookingId, EndpointId};
 use crate::domain::OrgId;
 use crate::error::ApiError;
 use crate::ports::MAX_PAGE_SIZE;
@@ -117,6 +121,20 @@ pub fn endpoint_id_from_path(request: &Request) -> Result<EndpointId, ApiError> 
         .and_then(|p| p.first("id"))
         .and_then(EndpointId::parse)
         .ok_or(ApiError::NotFound)
+}
+
+/// The `{id}` path parameter of a booking route; a malformed id is a 404.
+pub fn booking_id_from_path(request: &Request) -> Result<BookingId, ApiError> {
+    request
+        .path_parameters_ref()
+        .and_then(|p| p.first("id"))
+        .and_then(BookingId::parse)
+        .ok_or(ApiError::NotFound)
+}
+
+/// A JSON answer whose text is already made.
+pub fn json_text_response(status: StatusCode, body: String) -> Response<Body> {
+    with_body(status, Body::Text(body))
 }
 
 pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {

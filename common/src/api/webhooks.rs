@@ -1,24 +1,30 @@
-//! `POST /webhooks`, `GET /webhooks`, `GET|PATCH|DELETE /webhooks/{id}`.
+//! `POST /webhooks`, `GET /webhooks`, `GET|PATCH|DELETE /webhooks/{id}`,
+//! `POST /webhooks/{id}/secret/rotate`.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
+use super::idempotency::{self, Begin};
 use super::{
     body_bytes, empty_response, endpoint_id_from_path, json_response, org_from_claims, page_after,
     page_limit, respond, Cursor,
 };
 use crate::config::ApiConfig;
-use crate::domain::endpoint::{Endpoint, EndpointChanges, NewEndpoint};
+use crate::domain::endpoint::{Endpoint, EndpointChanges, NewEndpoint, RotationRequest};
 use crate::domain::id::EndpointId;
+use crate::domain::idempotency::StoredResponse;
 use crate::domain::secret::WebhookSecret;
-use crate::error::ApiError;
-use crate::ports::{EndpointStore, SecretCipher, SecretContext};
-use crate::time::now_rfc3339;
+use crate::domain::OrgId;
+use crate::error::{ApiError, StoreError};
+use crate::ports::{EndpointStore, IdempotencyStore, SecretCipher, SecretContext};
+use crate::time::{now_rfc3339, rfc3339_from_millis, unix_millis_now};
 
-/// `POST /webhooks`: the only answer that ever holds the secret.
+/// `POST /webhooks`: the only answer that ever holds the secret. Under an `Idempotency-Key`,
+/// the endpoint and the answer (without the secret) are stored in one transaction; a replay
+/// shows the secret again, decrypted from the endpoint's stored ciphertext.
 pub async fn create_webhook(
-    store: &impl EndpointStore,
+    store: &(impl EndpointStore + IdempotencyStore),
     cipher: &impl SecretCipher,
     config: &ApiConfig,
     request: Request,
@@ -26,6 +32,20 @@ pub async fn create_webhook(
     respond(
         async {
             let org = org_from_claims(&request, &config.org_id_claim)?;
+            let mut guard = match idempotency::begin(store, &request, &org).await? {
+                Begin::Replay(stored) => {
+                    let endpoint_of = |body: &serde_json::Value| {
+                        body["endpoint"]["id"].as_str().and_then(EndpointId::parse)
+                    };
+                    let insert = |body: &mut serde_json::Value, secret: String| {
+                        body["endpoint"]["secret"] = secret.into();
+                    };
+                    return replay_with_secret(store, cipher, &org, stored, endpoint_of, insert)
+                        .await;
+                }
+                Begin::Proceed(guard) => guard,
+            };
+            let result = async {
             let new = NewEndpoint::parse(body_bytes(&request)?, &config.targets)?;
             let id = EndpointId::generate().map_err(|_| ApiError::Internal)?;
             let secret = WebhookSecret::generate().map_err(|_| ApiError::Internal)?;
@@ -38,7 +58,7 @@ pub async fn create_webhook(
             let now = now_rfc3339();
             let endpoint = Endpoint {
                 id,
-                org_id: org,
+                org_id: org.clone(),
                 url: new.url,
                 events: new.events,
                 description: new.description,
@@ -48,18 +68,133 @@ pub async fn create_webhook(
                 health: Default::default(),
                 created_at: now.clone(),
                 updated_at: now,
+                headers: new.headers,
                 secret_ciphertext,
+                previous_secrets: Vec::new(),
+                secret_rotated_at: None,
             };
+            let completion =
+                guard.completion(StatusCode::CREATED, &json!({ "endpoint": endpoint.view() }));
             store
-                .insert_endpoint(&endpoint, config.max_endpoints_per_org)
+                .insert_endpoint(&endpoint, config.max_endpoints_per_org, completion.as_ref())
                 .await?;
             tracing::info!(org_id = %endpoint.org_id, endpoint_id = %endpoint.id, "endpoint created");
             let mut view = endpoint.view();
             view.secret = Some(secret.expose());
             Ok(json_response(StatusCode::CREATED, &json!({ "endpoint": view })))
+            }
+            .await;
+            guard.settle(store, &org, result).await
         }
         .await,
     )
+}
+
+/// `POST /webhooks/{id}/secret/rotate` `{"gracePeriodSeconds"?}`: a new secret, shown in this
+/// answer only. The replaced one keeps signing deliveries, next to the new one, until the grace
+/// period ends (see [`Endpoint::previous_secrets_after_rotation`]). `409` when another rotation
+/// of the endpoint landed between the read and the write.
+pub async fn rotate_webhook_secret(
+    store: &(impl EndpointStore + IdempotencyStore),
+    cipher: &impl SecretCipher,
+    config: &ApiConfig,
+    request: Request,
+) -> Response<Body> {
+    respond(
+        async {
+            let org = org_from_claims(&request, &config.org_id_claim)?;
+            let id = endpoint_id_from_path(&request)?;
+            let mut guard = match idempotency::begin(store, &request, &org).await? {
+                Begin::Replay(stored) => {
+                    let endpoint_of = |_: &serde_json::Value| Some(id.clone());
+                    let insert = |body: &mut serde_json::Value, secret: String| {
+                        body["secret"] = secret.into();
+                    };
+                    return replay_with_secret(store, cipher, &org, stored, endpoint_of, insert)
+                        .await;
+                }
+                Begin::Proceed(guard) => guard,
+            };
+            let result = async {
+                let rotation = RotationRequest::parse(body_bytes(&request)?)?;
+                let endpoint = store
+                    .get_endpoint(&org, &id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                let secret = WebhookSecret::generate().map_err(|_| ApiError::Internal)?;
+                let context = SecretContext {
+                    org_id: &org,
+                    endpoint_id: &id,
+                };
+                let ciphertext = cipher.encrypt(secret.expose().as_bytes(), context).await?;
+                let now = unix_millis_now();
+                let previous = endpoint.previous_secrets_after_rotation(rotation.grace, now);
+                // The stored answer holds no secret: a replay decrypts the endpoint's.
+                let completion = guard.completion(StatusCode::OK, &json!({}));
+                let rotated = store
+                    .rotate_secret(
+                        &org,
+                        &id,
+                        &endpoint.secret_ciphertext,
+                        &ciphertext,
+                        &previous,
+                        &rfc3339_from_millis(now),
+                        completion.as_ref(),
+                    )
+                    .await;
+                match rotated {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(ApiError::NotFound),
+                    Err(StoreError::Conflict) => {
+                        return Err(ApiError::Conflicting(
+                            "The secret was rotated by another request meanwhile; rotate again if you need a secret you have not seen",
+                        ))
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+                tracing::info!(org_id = %org, endpoint_id = %id, grace_secs = rotation.grace.as_secs(), previous_secrets = previous.len(), "secret rotated");
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "secret": secret.expose() }),
+                ))
+            }
+            .await;
+            guard.settle(store, &org, result).await
+        }
+        .await,
+    )
+}
+
+/// A stored answer of a route that showed a secret, sent again with the endpoint's current
+/// secret decrypted from its ciphertext (the idempotency record never holds one). `endpoint_of`
+/// names the endpoint from the stored body; `insert` puts the secret in. `404` when the
+/// endpoint is gone: there is no secret left to show.
+async fn replay_with_secret(
+    store: &impl EndpointStore,
+    cipher: &impl SecretCipher,
+    org: &OrgId,
+    stored: StoredResponse,
+    endpoint_of: impl FnOnce(&serde_json::Value) -> Option<EndpointId>,
+    insert: impl FnOnce(&mut serde_json::Value, String),
+) -> Result<Response<Body>, ApiError> {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&stored.body).map_err(|_| ApiError::Internal)?;
+    let id = endpoint_of(&body).ok_or(ApiError::Internal)?;
+    let endpoint = store
+        .get_endpoint(org, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let context = SecretContext {
+        org_id: org,
+        endpoint_id: &id,
+    };
+    let plaintext = cipher.decrypt(&endpoint.secret_ciphertext, context).await?;
+    let secret = String::from_utf8(plaintext).map_err(|_| ApiError::Internal)?;
+    insert(&mut body, secret);
+    Ok(idempotency::replayed(&StoredResponse {
+        status: stored.status,
+        body: body.to_string(),
+    }))
 }
 
 /// `GET /webhooks?limit=&cursor=`: the caller's endpoints, oldest first.

@@ -54,6 +54,9 @@ pub struct SignedRequest<'a> {
     pub message_id: &'a str,
     pub timestamp: i64,
     pub signature: &'a str,
+    /// The endpoint's custom headers, sent before ours (none of them can name one of ours:
+    /// see [`RESERVED_HEADERS`](crate::domain::endpoint::RESERVED_HEADERS)).
+    pub headers: &'a crate::domain::endpoint::CustomHeaders,
     pub body: String,
 }
 
@@ -161,9 +164,11 @@ impl WebhookClient {
             Ok(url) => url,
             Err(error) => return (PostOutcome::Refused { error }, None),
         };
-        let sent = self
-            .http
-            .post(url)
+        let mut post = self.http.post(url);
+        for (name, value) in request.headers {
+            post = post.header(name, value);
+        }
+        let sent = post
             .header("webhook-id", request.message_id)
             .header("webhook-timestamp", request.timestamp.to_string())
             .header("webhook-signature", request.signature)

@@ -30,7 +30,8 @@ use crate::domain::endpoint::Endpoint;
 use crate::domain::event::DeliveryMessage;
 use crate::domain::queue_body::QueueBody;
 use crate::domain::retry::{human_duration, NextStep};
-use crate::domain::signature::sign;
+use crate::domain::secret::WebhookSecret;
+use crate::domain::signature::sign_with_each;
 use crate::domain::OrgId;
 use crate::ports::{
     DeliveryLog, DeliveryQueue, EndpointStore, QueueConsumer, SecretCipher, SecretContext,
@@ -640,23 +641,9 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 }
             }
         }
-        let context = SecretContext {
-            org_id: org,
-            endpoint_id: &endpoint.id,
-        };
-        let secret = match self
-            .secrets
-            .get_or_decrypt(&self.cipher, &endpoint.secret_ciphertext, context)
-            .await
-        {
-            Ok(secret) => secret,
-            Err(secrets::SecretError::Unusable(error)) => {
-                return Tried::Attempted(
-                    Facts::unsent(Outcome::Failed, ErrorClass::SecretUnusable, error)
-                        .dead(DeadLetterReason::SecretUnusable),
-                )
-            }
-            Err(secrets::SecretError::Unavailable(error)) => return Tried::Postponed(error),
+        let secrets = match self.signing_secrets(org, &endpoint, now).await {
+            Ok(secrets) => secrets,
+            Err(tried) => return tried,
         };
         let body = match message.payload() {
             Ok(body) => body,
@@ -672,7 +659,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
             }
         };
         let timestamp = unix_seconds_now();
-        let signature = match sign(&secret, message.id.as_str(), timestamp, &body) {
+        let signature = match sign_with_each(&secrets, message.id.as_str(), timestamp, &body) {
             Ok(signature) => signature,
             Err(error) => {
                 return Tried::Attempted(
@@ -692,6 +679,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 message_id: message.id.as_str(),
                 timestamp,
                 signature: &signature,
+                headers: &endpoint.headers,
                 body,
             })
             .await;
@@ -737,6 +725,61 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
             }
         }
         Tried::Attempted(facts)
+    }
+
+    /// Every secret that signs a delivery to `endpoint` now, decrypted (cached): the current
+    /// one, then the previous ones still in their grace period. A previous secret that cannot
+    /// be used is left out (the current one still signs); the current one unusable is a
+    /// dead letter, and a cipher outage postpones the attempt. Previous secrets whose grace
+    /// period is over are deleted from the endpoint on the way.
+    async fn signing_secrets(
+        &self,
+        org: &OrgId,
+        endpoint: &Endpoint,
+        now_millis: u64,
+    ) -> Result<Vec<WebhookSecret>, Tried> {
+        if endpoint.has_expired_secrets(now_millis) {
+            let kept: Vec<_> = endpoint
+                .previous_secrets
+                .iter()
+                .filter(|p| p.expires_at > now_millis)
+                .cloned()
+                .collect();
+            let forgotten = self
+                .store
+                .forget_expired_secrets(org, &endpoint.id, &endpoint.secret_ciphertext, &kept)
+                .await;
+            if let Err(error) = forgotten {
+                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not delete expired previous secrets; the next delivery tries again");
+            }
+        }
+        let context = SecretContext {
+            org_id: org,
+            endpoint_id: &endpoint.id,
+        };
+        let mut secrets = Vec::new();
+        for (index, ciphertext) in endpoint.signing_secrets(now_millis).enumerate() {
+            match self
+                .secrets
+                .get_or_decrypt(&self.cipher, ciphertext, context)
+                .await
+            {
+                Ok(secret) => secrets.push(secret),
+                Err(secrets::SecretError::Unusable(error)) if index == 0 => {
+                    return Err(Tried::Attempted(
+                        Facts::unsent(Outcome::Failed, ErrorClass::SecretUnusable, error)
+                            .dead(DeadLetterReason::SecretUnusable),
+                    ))
+                }
+                Err(secrets::SecretError::Unusable(error)) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, %error, "a previous secret cannot be used; signing without it");
+                }
+                Err(secrets::SecretError::Unavailable(error)) => {
+                    return Err(Tried::Postponed(error))
+                }
+            }
+        }
+        Ok(secrets)
     }
 
     async fn note_success(&self, org: &OrgId, endpoint: &Endpoint) {

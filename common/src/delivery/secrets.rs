@@ -1,5 +1,6 @@
 //! Plaintext secrets cached briefly in memory, so a warm container does not call KMS for every
-//! delivery. An entry is tied to the ciphertext it came from: a rotated secret is decrypted anew.
+//! delivery. An entry is keyed by the ciphertext it came from, so the current and previous
+//! secrets of a rotated endpoint are each decrypted once per cache period.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,8 +17,10 @@ use crate::ports::{SecretCipher, SecretContext};
 /// Past this many entries, expired ones are swept before inserting.
 const SWEEP_THRESHOLD: usize = 1024;
 
+/// Whose secret, and the ciphertext it was decrypted from.
+type CacheKey = (OrgId, EndpointId, Vec<u8>);
+
 struct Cached {
-    ciphertext: Vec<u8>,
     secret: WebhookSecret,
     expires_at: Instant,
 }
@@ -31,7 +34,7 @@ pub(super) enum SecretError {
 
 pub(super) struct SecretCache {
     ttl: Duration,
-    entries: Mutex<HashMap<(OrgId, EndpointId), Cached>>,
+    entries: Mutex<HashMap<CacheKey, Cached>>,
 }
 
 impl SecretCache {
@@ -48,10 +51,14 @@ impl SecretCache {
         ciphertext: &[u8],
         context: SecretContext<'_>,
     ) -> Result<WebhookSecret, SecretError> {
-        let key = (context.org_id.clone(), context.endpoint_id.clone());
+        let key = (
+            context.org_id.clone(),
+            context.endpoint_id.clone(),
+            ciphertext.to_vec(),
+        );
         if let Ok(entries) = self.entries.lock() {
             if let Some(cached) = entries.get(&key) {
-                if cached.ciphertext == ciphertext && cached.expires_at > Instant::now() {
+                if cached.expires_at > Instant::now() {
                     return Ok(cached.secret.clone());
                 }
             }
@@ -76,7 +83,6 @@ impl SecretCache {
                 entries.insert(
                     key,
                     Cached {
-                        ciphertext: ciphertext.to_vec(),
                         secret: secret.clone(),
                         expires_at: now + self.ttl,
                     },

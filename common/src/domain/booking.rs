@@ -1,6 +1,7 @@
-//! Bookings: the product's own object, whose creation publishes `booking.created`.
+//! Bookings: the product's own object. Creating, changing and cancelling one publishes
+//! `booking.created`, `booking.updated` and `booking.cancelled`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::id::BookingId;
 use super::validation::{FieldError, Fields};
@@ -10,6 +11,32 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_SERVICE_ID_LEN: usize = 128;
 pub const MAX_NOTES_LEN: usize = 2000;
+pub const MAX_REASON_LEN: usize = 500;
+
+/// Where a booking stands: `confirmed` from its creation, `cancelled` for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Confirmed => "confirmed",
+            BookingStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "confirmed" => Some(BookingStatus::Confirmed),
+            "cancelled" => Some(BookingStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
 
 /// A validated `POST /bookings` body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +49,7 @@ pub struct NewBooking {
     pub notes: Option<String>,
 }
 
-/// A stored booking, as the API and the `booking.created` payload show it.
+/// A stored booking, as the API and the `booking.*` payloads show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Booking {
@@ -35,31 +62,167 @@ pub struct Booking {
     pub service_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    pub status: BookingStatus,
     pub created_at: String,
+    /// RFC 3339; the creation time until it first changes. A change is written only if this
+    /// is still what the change was made from (optimistic concurrency).
+    pub updated_at: String,
+    /// RFC 3339, once cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+    /// Why it was cancelled, when the cancellation said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The fields a booking is created with, and which a `PATCH` may change.
+pub const BOOKING_FIELDS: [&str; 6] = [
+    "customerName",
+    "customerEmail",
+    "startTime",
+    "endTime",
+    "serviceId",
+    "notes",
+];
+
+/// A validated `PATCH /bookings/{id}` body: the fields to change, under the rules of create.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BookingChanges {
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub service_id: Option<String>,
+    pub notes: Option<String>,
+}
+
+impl BookingChanges {
+    pub fn parse(body: &[u8]) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::parse(body, &BOOKING_FIELDS)?;
+        let customer_name = fields.string("customerName", false, MAX_NAME_LEN);
+        if customer_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+            fields.error("customerName", "must not be empty");
+        }
+        let customer_email = email_field(&mut fields, false);
+        let start_time = time_field(&mut fields, "startTime", false).map(|(text, _)| text);
+        let end_time = time_field(&mut fields, "endTime", false).map(|(text, _)| text);
+        let service_id = fields.string("serviceId", false, MAX_SERVICE_ID_LEN);
+        let notes = fields.string("notes", false, MAX_NOTES_LEN);
+        if BOOKING_FIELDS.iter().all(|name| !fields.is_present(name)) {
+            fields.error(
+                "body",
+                format!("must change at least one of {}", BOOKING_FIELDS.join(", ")),
+            );
+        }
+        fields.finish()?;
+        Ok(Self {
+            customer_name,
+            customer_email,
+            start_time,
+            end_time,
+            service_id,
+            notes,
+        })
+    }
+
+    /// `booking` with these changes made at `at`, and the names of the fields whose value
+    /// really changed (empty: nothing to write, nothing to announce). The times are checked
+    /// together, as they end up: the end still after the start.
+    pub fn apply(
+        &self,
+        booking: &Booking,
+        at: String,
+    ) -> Result<(Booking, Vec<&'static str>), Vec<FieldError>> {
+        let mut changed = booking.clone();
+        let mut names = Vec::new();
+        let mut set = |name: &'static str, field: &mut String, value: &Option<String>| {
+            if let Some(value) = value.as_ref().filter(|v| *v != field) {
+                *field = value.clone();
+                names.push(name);
+            }
+        };
+        set(
+            "customerName",
+            &mut changed.customer_name,
+            &self.customer_name,
+        );
+        set(
+            "customerEmail",
+            &mut changed.customer_email,
+            &self.customer_email,
+        );
+        set("startTime", &mut changed.start_time, &self.start_time);
+        set("endTime", &mut changed.end_time, &self.end_time);
+        let mut set_optional =
+            |name: &'static str, field: &mut Option<String>, value: &Option<String>| {
+                if value.is_some() && value != field {
+                    *field = value.clone();
+                    names.push(name);
+                }
+            };
+        set_optional("serviceId", &mut changed.service_id, &self.service_id);
+        set_optional("notes", &mut changed.notes, &self.notes);
+        let start = parse_rfc3339(&changed.start_time);
+        let end = parse_rfc3339(&changed.end_time);
+        if let (Some(start), Some(end)) = (start, end) {
+            if start >= end {
+                let field = if self.end_time.is_some() {
+                    "endTime"
+                } else {
+                    "startTime"
+                };
+                return Err(vec![FieldError::new(
+                    field,
+                    format!(
+                        "must leave endTime after startTime (the booking would run from {} to {})",
+                        changed.start_time, changed.end_time
+                    ),
+                )]);
+            }
+        }
+        if !names.is_empty() {
+            changed.updated_at = at;
+        }
+        Ok((changed, names))
+    }
+}
+
+/// A validated `POST /bookings/{id}/cancel` body (it may be empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cancellation {
+    pub reason: Option<String>,
+}
+
+impl Cancellation {
+    pub fn parse(body: &[u8]) -> Result<Self, Vec<FieldError>> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let mut fields = Fields::parse(body, &["reason"])?;
+        let reason = fields.string("reason", false, MAX_REASON_LEN);
+        fields.finish()?;
+        Ok(Self { reason })
+    }
+
+    /// `booking` cancelled at `at`.
+    pub fn apply(&self, booking: &Booking, at: String) -> Booking {
+        Booking {
+            status: BookingStatus::Cancelled,
+            cancelled_at: Some(at.clone()),
+            reason: self.reason.clone(),
+            updated_at: at,
+            ..booking.clone()
+        }
+    }
 }
 
 impl NewBooking {
     pub fn parse(body: &[u8]) -> Result<Self, Vec<FieldError>> {
-        let mut fields = Fields::parse(
-            body,
-            &[
-                "customerName",
-                "customerEmail",
-                "startTime",
-                "endTime",
-                "serviceId",
-                "notes",
-            ],
-        )?;
+        let mut fields = Fields::parse(body, &BOOKING_FIELDS)?;
         let customer_name = fields.string("customerName", true, MAX_NAME_LEN);
-        let customer_email = fields.string("customerEmail", true, MAX_EMAIL_LEN);
-        if let Some(email) = &customer_email {
-            if !looks_like_email(email) {
-                fields.error("customerEmail", "must be an email address");
-            }
-        }
-        let start_time = time_field(&mut fields, "startTime");
-        let end_time = time_field(&mut fields, "endTime");
+        let customer_email = email_field(&mut fields, true);
+        let start_time = time_field(&mut fields, "startTime", true);
+        let end_time = time_field(&mut fields, "endTime", true);
         if let (Some((_, start)), Some((_, end))) = (&start_time, &end_time) {
             if start >= end {
                 fields.error("endTime", "must be after startTime");
@@ -96,13 +259,31 @@ impl NewBooking {
             end_time: self.end_time,
             service_id: self.service_id,
             notes: self.notes,
+            status: BookingStatus::Confirmed,
+            updated_at: created_at.clone(),
             created_at,
+            cancelled_at: None,
+            reason: None,
         }
     }
 }
 
-fn time_field(fields: &mut Fields, name: &str) -> Option<(String, time::OffsetDateTime)> {
-    let text = fields.string(name, true, 64)?;
+fn email_field(fields: &mut Fields, required: bool) -> Option<String> {
+    let email = fields.string("customerEmail", required, MAX_EMAIL_LEN)?;
+    if looks_like_email(&email) {
+        Some(email)
+    } else {
+        fields.error("customerEmail", "must be an email address");
+        None
+    }
+}
+
+fn time_field(
+    fields: &mut Fields,
+    name: &str,
+    required: bool,
+) -> Option<(String, time::OffsetDateTime)> {
+    let text = fields.string(name, required, 64)?;
     match parse_rfc3339(&text) {
         Some(at) => Some((text, at)),
         None => {

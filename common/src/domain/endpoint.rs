@@ -1,6 +1,11 @@
 //! Webhook endpoints: the stored model, what the API shows of it, and input validation.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde::Serialize;
+use serde_json::Value;
 
 use super::delivery::{CircuitGate, DisabledReason, EndpointHealth};
 use super::event::EventType;
@@ -10,6 +15,49 @@ use super::validation::{FieldError, Fields};
 use super::OrgId;
 
 pub const MAX_DESCRIPTION_LEN: usize = 512;
+/// Most custom headers an endpoint may have.
+pub const MAX_CUSTOM_HEADERS: usize = 20;
+/// Longest custom header value, in bytes (1 KiB).
+pub const MAX_HEADER_VALUE_LEN: usize = 1024;
+/// Header names a custom header may not take, because they would change what the Standard
+/// Webhooks contract or HTTP itself says about the request: the hop-by-hop headers of
+/// RFC 9110 section 7.6.1 and RFC 2616 section 13.5.1, and those we set. Names starting with
+/// `webhook-` are refused too.
+pub const RESERVED_HEADERS: [&str; 14] = [
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "trailers",
+    "upgrade",
+];
+
+/// An endpoint's custom headers, sent with every delivery: lower-case names to values. They
+/// are configuration, not secrets: every read of the endpoint shows them.
+pub type CustomHeaders = BTreeMap<String, String>;
+
+/// The grace period of a rotation when the request names none: 24 hours.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// The longest grace period a rotation may ask for: 7 days (604,800 s).
+pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most previous secrets kept at once; the oldest is dropped past it, even before it expires.
+pub const MAX_PREVIOUS_SECRETS: usize = 5;
+
+/// A secret replaced by a rotation, still signing deliveries until `expires_at` (Unix ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// Encrypted as the current secret is, bound to `{org_id, endpoint_id}`.
+    pub ciphertext: Vec<u8>,
+    pub expires_at: u64,
+}
 
 /// An endpoint as stored: the org it belongs to and its secret, encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +75,14 @@ pub struct Endpoint {
     pub health: EndpointHealth,
     pub created_at: String,
     pub updated_at: String,
+    /// Sent with every delivery.
+    pub headers: CustomHeaders,
     /// The `whsec_` secret encrypted by the secret cipher, bound to `{org_id, endpoint_id}`.
     pub secret_ciphertext: Vec<u8>,
+    /// Secrets replaced by rotations whose grace period may not be over, newest first.
+    pub previous_secrets: Vec<PreviousSecret>,
+    /// RFC 3339, when the secret was last rotated.
+    pub secret_rotated_at: Option<String>,
 }
 
 /// What a response shows of an endpoint. `secret` is set only in the creation response.
@@ -43,6 +97,8 @@ pub struct EndpointView<'a> {
     pub disabled_reason: Option<DisabledReason>,
     pub disabled_at: Option<&'a str>,
     pub health: HealthView,
+    pub headers: &'a CustomHeaders,
+    pub secret_rotated_at: Option<&'a str>,
     pub created_at: &'a str,
     pub updated_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +144,8 @@ impl Endpoint {
             disabled_reason: self.disabled_reason.filter(|_| self.disabled),
             disabled_at: self.disabled_at.as_deref().filter(|_| self.disabled),
             health: HealthView::of(&self.health, crate::time::unix_millis_now()),
+            headers: &self.headers,
+            secret_rotated_at: self.secret_rotated_at.as_deref(),
             created_at: &self.created_at,
             updated_at: &self.updated_at,
             secret: None,
@@ -97,6 +155,73 @@ impl Endpoint {
     pub fn subscribes_to(&self, event_type: EventType) -> bool {
         !self.disabled && self.events.contains(&event_type)
     }
+
+    /// The ciphertexts of every secret that signs a delivery at `now_millis`: the current one
+    /// first, then each previous one still in its grace period.
+    pub fn signing_secrets(&self, now_millis: u64) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.secret_ciphertext.as_slice()).chain(
+            self.previous_secrets
+                .iter()
+                .filter(move |p| p.expires_at > now_millis)
+                .map(|p| p.ciphertext.as_slice()),
+        )
+    }
+
+    /// Whether a previous secret's grace period is over while it is still stored: it is then
+    /// deleted, not just ignored.
+    pub fn has_expired_secrets(&self, now_millis: u64) -> bool {
+        self.previous_secrets
+            .iter()
+            .any(|p| p.expires_at <= now_millis)
+    }
+
+    /// The previous secrets after a rotation at `now_millis` to a new secret: the current one
+    /// joins them until `now + grace` (not at all with no grace), expired ones are dropped,
+    /// and at most [`MAX_PREVIOUS_SECRETS`] are kept, newest first.
+    pub fn previous_secrets_after_rotation(
+        &self,
+        grace: Duration,
+        now_millis: u64,
+    ) -> Vec<PreviousSecret> {
+        let replaced = (!grace.is_zero()).then(|| PreviousSecret {
+            ciphertext: self.secret_ciphertext.clone(),
+            expires_at: now_millis + u64::try_from(grace.as_millis()).unwrap_or(u64::MAX / 2),
+        });
+        replaced
+            .into_iter()
+            .chain(
+                self.previous_secrets
+                    .iter()
+                    .filter(|p| p.expires_at > now_millis)
+                    .cloned(),
+            )
+            .take(MAX_PREVIOUS_SECRETS)
+            .collect()
+    }
+}
+
+/// A validated `POST /webhooks/{id}/secret/rotate` body (it may be empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationRequest {
+    /// How long the replaced secret keeps signing deliveries.
+    pub grace: Duration,
+}
+
+impl RotationRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, Vec<FieldError>> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self {
+                grace: DEFAULT_ROTATION_GRACE,
+            });
+        }
+        let mut fields = Fields::parse(body, &["gracePeriodSeconds"])?;
+        let max = MAX_ROTATION_GRACE.as_secs();
+        let grace = fields
+            .whole_number("gracePeriodSeconds", 0, max)
+            .map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
+        fields.finish()?;
+        Ok(Self { grace })
+    }
 }
 
 /// A validated `POST /webhooks` body.
@@ -105,6 +230,7 @@ pub struct NewEndpoint {
     pub url: String,
     pub events: Vec<EventType>,
     pub description: String,
+    pub headers: CustomHeaders,
 }
 
 /// A validated `PATCH /webhooks/{id}` body: only the fields to change.
@@ -114,6 +240,8 @@ pub struct EndpointChanges {
     pub events: Option<Vec<EventType>>,
     pub description: Option<String>,
     pub disabled: Option<bool>,
+    /// Replaces every custom header; empty removes them all.
+    pub headers: Option<CustomHeaders>,
 }
 
 impl EndpointChanges {
@@ -124,16 +252,18 @@ impl EndpointChanges {
 
 impl NewEndpoint {
     pub fn parse(body: &[u8], policy: &TargetPolicy) -> Result<Self, Vec<FieldError>> {
-        let mut fields = Fields::parse(body, &["url", "events", "description"])?;
+        let mut fields = Fields::parse(body, &["url", "events", "description", "headers"])?;
         let url = url_field(&mut fields, policy, true);
         let events = events_field(&mut fields, true);
         let description = fields.string("description", false, MAX_DESCRIPTION_LEN);
+        let headers = headers_field(&mut fields);
         fields.finish()?;
         match (url, events) {
             (Some(url), Some(events)) => Ok(Self {
                 url,
                 events,
                 description: description.unwrap_or_default(),
+                headers: headers.unwrap_or_default(),
             }),
             // Unreachable in practice: a missing required field was recorded as an error above.
             _ => Err(vec![FieldError::new("body", "url and events are required")]),
@@ -143,20 +273,19 @@ impl NewEndpoint {
 
 impl EndpointChanges {
     pub fn parse(body: &[u8], policy: &TargetPolicy) -> Result<Self, Vec<FieldError>> {
-        let mut fields = Fields::parse(body, &["url", "events", "description", "disabled"])?;
+        const NAMES: [&str; 5] = ["url", "events", "description", "disabled", "headers"];
+        let mut fields = Fields::parse(body, &NAMES)?;
         let changes = Self {
             url: url_field(&mut fields, policy, false),
             events: events_field(&mut fields, false),
             description: fields.string("description", false, MAX_DESCRIPTION_LEN),
             disabled: fields.boolean("disabled"),
+            headers: headers_field(&mut fields),
         };
-        let nothing_given = ["url", "events", "description", "disabled"]
-            .iter()
-            .all(|name| !fields.is_present(name));
-        if nothing_given {
+        if NAMES.iter().all(|name| !fields.is_present(name)) {
             fields.error(
                 "body",
-                "must change at least one of url, events, description, disabled",
+                format!("must change at least one of {}", NAMES.join(", ")),
             );
         }
         fields.finish()?;
@@ -176,6 +305,68 @@ fn url_field(fields: &mut Fields, policy: &TargetPolicy, required: bool) -> Opti
             None
         }
     }
+}
+
+/// The `headers` object: at most [`MAX_CUSTOM_HEADERS`] names, each an HTTP token (RFC 9110
+/// section 5.6.2) that is not reserved, to values of at most [`MAX_HEADER_VALUE_LEN`] bytes of
+/// visible ASCII, spaces and tabs (no CR or LF, so no header can be smuggled in). Names are
+/// case-insensitive: they are stored in lower case, and two that differ only in case are
+/// refused.
+fn headers_field(fields: &mut Fields) -> Option<CustomHeaders> {
+    let object = fields.object("headers")?;
+    let mut headers = CustomHeaders::new();
+    let mut ok = true;
+    if object.len() > MAX_CUSTOM_HEADERS {
+        fields.error(
+            "headers",
+            format!("must have at most {MAX_CUSTOM_HEADERS} headers"),
+        );
+        ok = false;
+    }
+    for (name, value) in object {
+        let lower = name.to_ascii_lowercase();
+        let problem = if !is_token(&name) {
+            Some(format!(
+                "{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+            ))
+        } else if lower.starts_with("webhook-") || RESERVED_HEADERS.contains(&lower.as_str()) {
+            Some(format!(
+                "{name} is reserved: the delivery sets it, or it is hop-by-hop"
+            ))
+        } else {
+            match (headers.entry(lower), value) {
+                (Entry::Occupied(_), _) => Some(format!(
+                    "{name} is given more than once (header names ignore case)"
+                )),
+                (_, Value::String(value)) if value.len() > MAX_HEADER_VALUE_LEN => Some(format!(
+                    "the value of {name} must be at most {MAX_HEADER_VALUE_LEN} bytes"
+                )),
+                (_, Value::String(value))
+                    if !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+                {
+                    Some(format!("the value of {name} must be visible ASCII characters, spaces or tabs (no CR, LF or other control characters)"))
+                }
+                (Entry::Vacant(slot), Value::String(value)) => {
+                    slot.insert(value);
+                    None
+                }
+                _ => Some(format!("the value of {name} must be a string")),
+            }
+        };
+        if let Some(problem) = problem {
+            fields.error("headers", problem);
+            ok = false;
+        }
+    }
+    ok.then_some(headers)
+}
+
+/// An HTTP token (RFC 9110 section 5.6.2): one or more tchar.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn events_field(fields: &mut Fields, required: bool) -> Option<Vec<EventType>> {

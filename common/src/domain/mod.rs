@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod endpoint;
 pub mod event;
 pub mod id;
+pub mod idempotency;
 pub mod queue_body;
 pub mod retry;
 pub mod secret;

@@ -43,6 +43,22 @@ pub fn sign(
     ))
 }
 
+/// The `webhook-signature` header value for several secrets (a rotation's grace period): one
+/// `v1,` signature per secret, space-separated, in the order given. A Standard Webhooks
+/// receiver accepts the request when any of them matches its secret.
+pub fn sign_with_each(
+    secrets: &[WebhookSecret],
+    message_id: &str,
+    timestamp: i64,
+    body: &str,
+) -> Result<String, SecretFormatError> {
+    let signatures = secrets
+        .iter()
+        .map(|secret| sign(secret, message_id, timestamp, body))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(signatures.join(" "))
+}
+
 /// Why a request does not verify.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {

@@ -101,6 +101,32 @@ impl Fields {
         }
     }
 
+    /// A whole number in `min..=max`; `None` when absent, null or invalid.
+    pub fn whole_number(&mut self, name: &str, min: u64, max: u64) -> Option<u64> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => None,
+            Some(value) => match value.as_u64().filter(|n| (min..=max).contains(n)) {
+                Some(n) => Some(n),
+                None => {
+                    self.error(name, format!("must be a whole number from {min} to {max}"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// A JSON object, taken out of the body; `None` when absent, null or not an object.
+    pub fn object(&mut self, name: &str) -> Option<Map<String, Value>> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map.clone()),
+            Some(_) => {
+                self.error(name, "must be an object");
+                None
+            }
+        }
+    }
+
     /// An array of strings; `None` when absent, null or invalid.
     pub fn string_array(&mut self, name: &str, required: bool) -> Option<Vec<String>> {
         match self.object.get(name) {

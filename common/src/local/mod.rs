@@ -356,7 +356,13 @@ async fn run_system<S, C, Q, W>(
     producer: Arc<Q>,
     relay_min_age: Duration,
 ) where
-    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + Clone + 'static,
+    S: EndpointStore
+        + BookingStore
+        + EventOutbox
+        + DeliveryLog
+        + crate::ports::IdempotencyStore
+        + Clone
+        + 'static,
     C: SecretCipher + 'static,
     Q: DeliveryQueue + 'static,
     W: worker::Receiver + 'static,

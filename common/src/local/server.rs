@@ -27,7 +27,8 @@ use crate::domain::delivery::DeadLetter;
 use crate::domain::event::DeliveryMessage;
 use crate::error::ApiError;
 use crate::ports::{
-    BookingStore, DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher,
+    BookingStore, DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, IdempotencyStore,
+    SecretCipher,
 };
 use crate::time::format_rfc3339;
 use time::OffsetDateTime;
@@ -45,7 +46,7 @@ pub struct LocalApi<S, C, Q> {
 
 impl<S, C, Q> LocalApi<S, C, Q>
 where
-    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog,
+    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + IdempotencyStore,
     C: SecretCipher,
     Q: DeliveryQueue,
 {
@@ -105,8 +106,20 @@ where
             (&Method::DELETE, ["webhooks", id]) if !id.is_empty() => {
                 api::delete_webhook(store, config, with_id(request, id)).await
             }
+            (&Method::POST, ["webhooks", id, "secret", "rotate"]) if !id.is_empty() => {
+                api::rotate_webhook_secret(store, cipher, config, with_id(request, id)).await
+            }
             (&Method::POST, ["bookings"]) => {
                 api::create_booking(store, self.queue.as_ref(), config, request).await
+            }
+            (&Method::GET, ["bookings", id]) if !id.is_empty() => {
+                api::get_booking(store, config, with_id(request, id)).await
+            }
+            (&Method::PATCH, ["bookings", id]) if !id.is_empty() => {
+                api::update_booking(store, self.queue.as_ref(), config, with_id(request, id)).await
+            }
+            (&Method::POST, ["bookings", id, "cancel"]) if !id.is_empty() => {
+                api::cancel_booking(store, self.queue.as_ref(), config, with_id(request, id)).await
             }
             (&Method::GET, ["webhooks", id, "messages"]) if !id.is_empty() => {
                 api::list_messages(store, config, with_id(request, id)).await
@@ -373,7 +386,7 @@ pub async fn run<S, C, Q>(
     api: Arc<LocalApi<S, C, Q>>,
     mut stopped: watch::Receiver<bool>,
 ) where
-    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + 'static,
+    S: EndpointStore + BookingStore + EventOutbox + DeliveryLog + IdempotencyStore + 'static,
     C: SecretCipher + 'static,
     Q: DeliveryQueue + 'static,
 {
@@ -427,8 +440,11 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
             Some("POST")
         }
         ["webhooks", id, "recover" | "test"] if !id.is_empty() => Some("POST"),
+        ["webhooks", id, "secret", "rotate"] if !id.is_empty() => Some("POST"),
         ["event-types"] => Some("GET"),
         ["bookings"] => Some("POST"),
+        ["bookings", id] if !id.is_empty() => Some("GET, PATCH"),
+        ["bookings", id, "cancel"] if !id.is_empty() => Some("POST"),
         ["local", "dead-letters"] => Some("GET"),
         ["local", "dead-letters", "replay"] => Some("POST"),
         _ => None,

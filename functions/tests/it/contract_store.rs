@@ -37,19 +37,22 @@ pub fn endpoint(org_id: &OrgId, events: &[EventType]) -> Endpoint {
         created_at: "2030-01-01T00:00:00.000Z".into(),
         updated_at: "2030-01-01T00:00:00.000Z".into(),
         secret_ciphertext: vec![1, 2, 3],
+        previous_secrets: Vec::new(),
+        secret_rotated_at: None,
+        headers: Default::default(),
     }
 }
 
 async fn crud_is_scoped_to_the_org(store: &impl EndpointStore) {
     let (a, b) = (org("org_a"), org("org_b"));
     let mine = endpoint(&a, &[EventType::BookingCreated]);
-    store.insert_endpoint(&mine, CAP).await.unwrap();
+    store.insert_endpoint(&mine, CAP, None).await.unwrap();
     // The same item again (an SDK retry after a lost answer) is done; another under its id is not.
-    store.insert_endpoint(&mine, CAP).await.unwrap();
+    store.insert_endpoint(&mine, CAP, None).await.unwrap();
     let mut impostor = mine.clone();
     impostor.secret_ciphertext = vec![9, 9, 9];
     assert!(matches!(
-        store.insert_endpoint(&impostor, CAP).await,
+        store.insert_endpoint(&impostor, CAP, None).await,
         Err(StoreError::Conflict)
     ));
 
@@ -64,6 +67,7 @@ async fn crud_is_scoped_to_the_org(store: &impl EndpointStore) {
         events: Some(vec![EventType::BookingCancelled, EventType::BookingUpdated]),
         description: Some("changed".into()),
         disabled: Some(true),
+        headers: Some([("x-tenant".to_owned(), "acme".to_owned())].into()),
     };
     assert_eq!(
         store
@@ -127,12 +131,12 @@ async fn pages_return_every_endpoint_once_and_only_the_orgs(store: &impl Endpoin
     let mut expected = Vec::new();
     for _ in 0..25 {
         let e = endpoint(&a, &[EventType::BookingCreated]);
-        store.insert_endpoint(&e, CAP).await.unwrap();
+        store.insert_endpoint(&e, CAP, None).await.unwrap();
         expected.push(e.id);
     }
     for _ in 0..3 {
         store
-            .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), CAP)
+            .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), CAP, None)
             .await
             .unwrap();
     }
@@ -171,7 +175,7 @@ async fn subscribers_are_enabled_subscribed_endpoints_of_the_org(store: &impl En
     disabled.disabled = true;
     let foreign = endpoint(&b, &[EventType::BookingCreated]);
     for e in [&wanted, &other_type, &disabled, &foreign] {
-        store.insert_endpoint(e, CAP).await.unwrap();
+        store.insert_endpoint(e, CAP, None).await.unwrap();
     }
     let found = store
         .subscribers(&a, EventType::BookingCreated)
@@ -210,17 +214,20 @@ async fn a_booking_and_its_event_are_stored_together_until_the_event_is_cleared(
         serde_json::json!({ "booking": &booking }),
     )
     .unwrap();
-    store.insert_booking(&a, &booking, &event).await.unwrap();
+    store
+        .insert_booking(&a, &booking, &event, None)
+        .await
+        .unwrap();
     let later = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     store
-        .insert_booking(&b, &self::booking(), &later)
+        .insert_booking(&b, &self::booking(), &later, None)
         .await
         .unwrap();
 
     let again = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
     assert!(matches!(
-        store.insert_booking(&a, &booking, &again).await,
+        store.insert_booking(&a, &booking, &again, None).await,
         Err(StoreError::Conflict)
     ));
 
@@ -282,10 +289,16 @@ async fn an_event_set_aside_comes_after_those_due_before_it(
 ) {
     let a = org("org_set_aside");
     let poison = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
-    store.insert_booking(&a, &booking(), &poison).await.unwrap();
+    store
+        .insert_booking(&a, &booking(), &poison, None)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let newer = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
-    store.insert_booking(&a, &booking(), &newer).await.unwrap();
+    store
+        .insert_booking(&a, &booking(), &newer, None)
+        .await
+        .unwrap();
     let now = common::time::unix_millis_now() + 1;
     let mine = |pending: Vec<PendingEvent>| -> Vec<(EventId, u32)> {
         pending
@@ -334,28 +347,28 @@ async fn an_org_cannot_pass_its_endpoint_cap(store: &impl EndpointStore) {
     let mut kept = Vec::new();
     for _ in 0..3 {
         let e = endpoint(&a, &[EventType::BookingCreated]);
-        store.insert_endpoint(&e, 3).await.unwrap();
+        store.insert_endpoint(&e, 3, None).await.unwrap();
         kept.push(e);
     }
     let fourth = endpoint(&a, &[EventType::BookingCreated]);
     assert!(matches!(
-        store.insert_endpoint(&fourth, 3).await,
+        store.insert_endpoint(&fourth, 3, None).await,
         Err(StoreError::LimitReached(3))
     ));
     assert_eq!(store.get_endpoint(&a, &fourth.id).await.unwrap(), None);
     // Another org has its own count.
     store
-        .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), 3)
+        .insert_endpoint(&endpoint(&b, &[EventType::BookingCreated]), 3, None)
         .await
         .unwrap();
     // A delete makes room; deleting twice or another org's endpoint does not.
     assert!(store.delete_endpoint(&a, &kept[0].id).await.unwrap());
     assert!(!store.delete_endpoint(&a, &kept[0].id).await.unwrap());
     assert!(!store.delete_endpoint(&b, &kept[1].id).await.unwrap());
-    store.insert_endpoint(&fourth, 3).await.unwrap();
+    store.insert_endpoint(&fourth, 3, None).await.unwrap();
     assert!(matches!(
         store
-            .insert_endpoint(&endpoint(&a, &[EventType::BookingCreated]), 3)
+            .insert_endpoint(&endpoint(&a, &[EventType::BookingCreated]), 3, None)
             .await,
         Err(StoreError::LimitReached(3))
     ));
@@ -373,7 +386,7 @@ async fn health(
 async fn health_changes_are_atomic_conditional_and_scoped(store: &impl EndpointStore) {
     let a = org("org_health");
     let ep = endpoint(&a, &[EventType::BookingCreated]);
-    store.insert_endpoint(&ep, CAP).await.unwrap();
+    store.insert_endpoint(&ep, CAP, None).await.unwrap();
     let id = &ep.id;
     let h = health(store, &a, id, HealthChange::Failed { at_millis: 1_000 })
         .await
@@ -712,7 +725,7 @@ async fn dynamodb_subscribers_read_every_page() {
         if i % 20 == 0 {
             wanted.push(e.id.clone());
         }
-        store.insert_endpoint(&e, CAP).await.unwrap();
+        store.insert_endpoint(&e, CAP, None).await.unwrap();
     }
     assert_eq!(
         store
@@ -733,7 +746,7 @@ async fn dynamodb_listing_reads_on_past_a_short_page() {
     let mut ids = Vec::new();
     for _ in 0..23 {
         let e = endpoint(&a, &[EventType::BookingCreated]);
-        store.insert_endpoint(&e, CAP).await.unwrap();
+        store.insert_endpoint(&e, CAP, None).await.unwrap();
         ids.push(e.id);
     }
     let mut seen = Vec::new();

@@ -108,7 +108,7 @@ async fn every_sample_event_runs_through_its_handler() {
                     serde_json::json!({}),
                 )
                 .unwrap();
-                common::ports::BookingStore::insert_booking(&store, &org, &booking, &event)
+                common::ports::BookingStore::insert_booking(&store, &org, &booking, &event, None)
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -158,6 +158,54 @@ async fn every_sample_event_runs_through_its_handler() {
             }
             "list-event-types.json" => {
                 read_response(api::list_event_types(&config, api_event(name)).await).0
+            }
+            "rotate-webhook-secret.json" => {
+                let request = api_event(name);
+                let org = org_from_claims(&request, "org_id").unwrap();
+                let id = EndpointId::parse(request.path_parameters().first("id").unwrap()).unwrap();
+                let old =
+                    seed_endpoint(&store, &cipher, &org, &id, "https://hooks.example.com/in").await;
+                let (status, body) = read_response(
+                    api::rotate_webhook_secret(&store, &cipher, &config, request).await,
+                );
+                let new = body["secret"].as_str().unwrap();
+                assert!(new.starts_with("whsec_") && new != old.expose(), "{body}");
+                status
+            }
+            "get-booking.json" | "update-booking.json" | "cancel-booking.json" => {
+                let request = api_event(name);
+                let org = org_from_claims(&request, "org_id").unwrap();
+                let id = common::domain::id::BookingId::parse(
+                    request.path_parameters().first("id").unwrap(),
+                )
+                .unwrap();
+                let booking = common::domain::booking::Booking {
+                    id,
+                    ..crate::contract_store::booking()
+                };
+                let event = common::domain::event::Event::new(
+                    EventType::BookingCreated,
+                    serde_json::json!({ "booking": &booking }),
+                )
+                .unwrap();
+                common::ports::BookingStore::insert_booking(&store, &org, &booking, &event, None)
+                    .await
+                    .unwrap();
+                let queue = LocalQueue::new(Duration::from_secs(30), 5);
+                let response = match name.as_str() {
+                    "get-booking.json" => api::get_booking(&store, &config, request).await,
+                    "update-booking.json" => {
+                        api::update_booking(&store, &queue, &config, request).await
+                    }
+                    _ => api::cancel_booking(&store, &queue, &config, request).await,
+                };
+                let (status, body) = read_response(response);
+                let expected_status = match name.as_str() {
+                    "cancel-booking.json" => "cancelled",
+                    _ => "confirmed",
+                };
+                assert_eq!(body["booking"]["status"], expected_status, "{name}: {body}");
+                status
             }
             other => panic!("events/{other} belongs to no function: add it to this test"),
         };

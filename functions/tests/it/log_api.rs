@@ -14,7 +14,7 @@ use common::domain::event::{Event, EventType};
 use common::domain::id::{EndpointId, MessageId};
 use common::domain::target::TargetPolicy;
 use common::domain::OrgId;
-use common::ports::{DeliveryLog, EndpointStore, SecretCipher};
+use common::ports::{DeliveryLog, EndpointStore, IdempotencyStore, SecretCipher};
 use common::testing::{
     api_config, read_response, seed_endpoint, validate_json_schema, verify_with_standardwebhooks,
     ApiEvent, Reply, Sink,
@@ -39,7 +39,7 @@ fn request(method: &str, route: &str, org_name: &str, endpoint: &EndpointId) -> 
 
 impl<S, C, Q> Rig<S, C, Q>
 where
-    S: EndpointStore + DeliveryLog,
+    S: EndpointStore + DeliveryLog + IdempotencyStore,
     C: SecretCipher,
     Q: TestQueue,
 {
@@ -550,15 +550,63 @@ async fn the_catalogue_describes_what_is_sent() {
         read_response(api::create_booking(&store, &queue, &api(), request).await).0,
         201
     );
-    let sent: common::domain::event::DeliveryMessage =
+    let created: common::domain::event::DeliveryMessage =
         serde_json::from_str(&queue.receive(1).unwrap()[0].body).unwrap();
-    for t in [
-        EventType::BookingCreated,
-        EventType::BookingUpdated,
-        EventType::BookingCancelled,
-    ] {
-        let errors = validate_json_schema(&t.data_schema(), &sent.data);
-        assert!(errors.is_empty(), "{t}: {errors:?}");
+    let booking_id = created.data["booking"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/bookings/{booking_id}");
+    let every_booking_event = EndpointChanges {
+        events: Some(EventType::SUBSCRIBABLE.to_vec()),
+        ..Default::default()
+    };
+    store
+        .update_endpoint(
+            &org("org_catalogue"),
+            &endpoint,
+            &every_booking_event,
+            "2030-01-01T00:00:00Z",
+        )
+        .await
+        .unwrap();
+    let request = ApiEvent::new("PATCH", "/bookings/{id}", &path)
+        .param("id", &booking_id)
+        .org("org_catalogue")
+        .json(&json!({ "notes": "aisle seat", "customerName": "Ada" }))
+        .request();
+    assert_eq!(
+        read_response(api::update_booking(&store, &queue, &api(), request).await).0,
+        200
+    );
+    let cancel_path = format!("{path}/cancel");
+    let request = ApiEvent::new("POST", "/bookings/{id}/cancel", &cancel_path)
+        .param("id", &booking_id)
+        .org("org_catalogue")
+        .json(&json!({ "reason": "changed plans" }))
+        .request();
+    assert_eq!(
+        read_response(api::cancel_booking(&store, &queue, &api(), request).await).0,
+        200
+    );
+    let mut sent = vec![created];
+    for message in queue.receive(10).unwrap() {
+        sent.push(serde_json::from_str(&message.body).unwrap());
+    }
+    let types: Vec<EventType> = sent.iter().map(|m| m.event_type).collect();
+    assert_eq!(types, EventType::SUBSCRIBABLE);
+    assert_eq!(
+        sent[1].data["changes"],
+        json!(["notes"]),
+        "only what changed"
+    );
+    for message in &sent {
+        for t in EventType::SUBSCRIBABLE {
+            let errors = validate_json_schema(&t.data_schema(), &message.data);
+            assert_eq!(
+                errors.is_empty(),
+                t == message.event_type,
+                "{} data against the {t} schema: {errors:?}",
+                message.event_type
+            );
+        }
     }
     let wrong = json!({ "booking": { "id": "bk_1" } });
     assert!(

@@ -116,6 +116,7 @@ async fn the_relay_alarm_counts_what_the_relay_logs() {
                 &[common::domain::event::EventType::BookingCreated],
             ),
             10,
+            None,
         )
         .await
         .unwrap();
@@ -125,7 +126,10 @@ async fn the_relay_alarm_counts_what_the_relay_logs() {
         json!({}),
     )
     .unwrap();
-    store.insert_booking(&org, &booking, &event).await.unwrap();
+    store
+        .insert_booking(&org, &booking, &event, None)
+        .await
+        .unwrap();
 
     // The JSON format Lambda's `LogFormat: JSON` selects (AWS_LAMBDA_LOG_FORMAT).
     let captured = Captured::default();

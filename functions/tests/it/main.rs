@@ -8,6 +8,7 @@ mod contract_queue;
 mod contract_store;
 mod engine;
 mod events;
+mod lifecycle;
 mod local_runner;
 mod log_api;
 mod logs;

@@ -499,9 +499,10 @@ async fn a_booking_survives_an_unreachable_queue_and_its_event_is_relayed_later(
     assert!(
         world
             .store
-            .booking_exists(&org("org_noqueue"), &id)
+            .get_booking(&org("org_noqueue"), &id)
             .await
-            .unwrap(),
+            .unwrap()
+            .is_some(),
         "the booking was stored"
     );
     assert_eq!(
@@ -889,7 +890,11 @@ async fn a_secret_that_no_longer_decrypts_is_dead_lettered_at_once() {
         .delete_endpoint(&org_id, &tampered.id)
         .await
         .unwrap();
-    world.store.insert_endpoint(&tampered, 100).await.unwrap();
+    world
+        .store
+        .insert_endpoint(&tampered, 100, None)
+        .await
+        .unwrap();
 
     world
         .post_booking("org_tamper", &world.queue.producer)
@@ -933,6 +938,7 @@ async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> Str
             message_id: "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV",
             timestamp: 1,
             signature: "v1,x",
+            headers: &Default::default(),
             body: "{}".into(),
         })
         .await;
@@ -1016,7 +1022,7 @@ async fn events_that_keep_failing_are_set_aside_and_a_backlog_drains_in_one_run(
             )
             .unwrap();
             store
-                .insert_booking(&org(org_name), &booking, &event)
+                .insert_booking(&org(org_name), &booking, &event, None)
                 .await
                 .unwrap();
         }

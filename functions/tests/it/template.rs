@@ -75,7 +75,7 @@ fn the_queues_fit_the_delivery_model() {
 fn every_template_binary_exists_and_every_lambda_is_deployed() {
     let workspace: BTreeSet<String> = workspace_lambdas().into_iter().collect();
     let template = template_binaries();
-    assert_eq!(template.len(), 15, "{template:?}");
+    assert_eq!(template.len(), 19, "{template:?}");
     assert_eq!(template, workspace);
     let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
     assert_eq!(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::primitives::Blob;
@@ -18,19 +19,22 @@ use aws_sdk_dynamodb::Client;
 use futures_util::future::join_all;
 
 use super::describe;
-use crate::domain::booking::Booking;
+use crate::domain::booking::{Booking, BookingStatus};
 use crate::domain::delivery::{
     AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
     MessageState, Outcome,
 };
-use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::endpoint::{CustomHeaders, Endpoint, EndpointChanges, PreviousSecret};
 use crate::domain::event::{Event, EventType, PendingEvent};
 use crate::domain::id::{random_hex, BookingId, EndpointId, EventId, MessageId};
+use crate::domain::idempotency::{
+    IdempotencyCompletion, IdempotencyRecord, KeyState, StoredResponse,
+};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MessagePage,
-    MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox,
+    IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -41,6 +45,7 @@ const BOOKING_PREFIX: &str = "BK#";
 const EVENT_PREFIX: &str = "EVT#";
 const MESSAGE_PREFIX: &str = "MSG#";
 const ATTEMPT_PREFIX: &str = "ATT#";
+const IDEMPOTENCY_PREFIX: &str = "IDEM#";
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -182,8 +187,80 @@ fn endpoint_item(endpoint: &Endpoint) -> Item {
             "secret".to_owned(),
             AttributeValue::B(Blob::new(endpoint.secret_ciphertext.clone())),
         ),
+        ("headers".to_owned(), headers_value(&endpoint.headers)),
+        (
+            "previousSecrets".to_owned(),
+            previous_secrets_value(&endpoint.previous_secrets),
+        ),
     ]);
+    if let Some(at) = &endpoint.secret_rotated_at {
+        item.insert("secretRotatedAt".to_owned(), s(at));
+    }
     item
+}
+
+fn headers_value(headers: &CustomHeaders) -> AttributeValue {
+    AttributeValue::M(
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), s(value)))
+            .collect(),
+    )
+}
+
+fn headers_from(item: &Item) -> Result<CustomHeaders, StoreError> {
+    let Some(map) = item.get("headers").and_then(|v| v.as_m().ok()) else {
+        return Ok(CustomHeaders::new());
+    };
+    map.iter()
+        .map(|(name, value)| {
+            value
+                .as_s()
+                .map(|value| (name.clone(), value.clone()))
+                .map_err(|_| StoreError::Corrupt(format!("header {name} is not a string")))
+        })
+        .collect()
+}
+
+/// `[{secret: B, expiresAt: N (Unix ms)}]`, newest first.
+fn previous_secrets_value(previous: &[PreviousSecret]) -> AttributeValue {
+    AttributeValue::L(
+        previous
+            .iter()
+            .map(|p| {
+                AttributeValue::M(HashMap::from([
+                    (
+                        "secret".to_owned(),
+                        AttributeValue::B(Blob::new(p.ciphertext.clone())),
+                    ),
+                    ("expiresAt".to_owned(), n(p.expires_at)),
+                ]))
+            })
+            .collect(),
+    )
+}
+
+fn previous_secrets_from(item: &Item) -> Result<Vec<PreviousSecret>, StoreError> {
+    let Some(list) = item.get("previousSecrets").and_then(|v| v.as_l().ok()) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|entry| {
+            let entry = entry.as_m().ok();
+            let ciphertext = entry
+                .and_then(|m| m.get("secret"))
+                .and_then(|v| v.as_b().ok())
+                .map(|b| b.as_ref().to_vec());
+            let expires_at = entry.and_then(|m| number(m, "expiresAt"));
+            match (ciphertext, expires_at) {
+                (Some(ciphertext), Some(expires_at)) => Ok(PreviousSecret {
+                    ciphertext,
+                    expires_at,
+                }),
+                _ => Err(StoreError::Corrupt("malformed previous secret".into())),
+            }
+        })
+        .collect()
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
@@ -239,6 +316,12 @@ fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
             .ok_or_else(|| corrupt("attribute secret is missing"))?
             .clone()
             .into_inner(),
+        headers: headers_from(item)?,
+        previous_secrets: previous_secrets_from(item)?,
+        secret_rotated_at: item
+            .get("secretRotatedAt")
+            .and_then(|v| v.as_s().ok())
+            .cloned(),
     })
 }
 
@@ -247,6 +330,7 @@ impl EndpointStore for DynamoStore {
         &self,
         endpoint: &Endpoint,
         max_per_org: usize,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<(), StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
@@ -274,6 +358,7 @@ impl EndpointStore for DynamoStore {
             .client_request_token(endpoint.id.as_str())
             .transact_items(TransactWriteItem::builder().put(put).build())
             .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_item_if_some(self.completion_item(&endpoint.org_id, completion)?)
             .send()
             .await;
         let error = match result {
@@ -281,6 +366,9 @@ impl EndpointStore for DynamoStore {
             Err(e) => e,
         };
         let failed = failed_conditions(&error);
+        if failed.iter().any(|(index, _)| *index == 2) {
+            return Err(StoreError::Conflict);
+        }
         if let Some(endpoint_reason) = failed.iter().find(|(index, _)| *index == 0) {
             // A retried create whose first try was stored but whose answer was lost: the item
             // holding our own secret ciphertext is ours, not a conflict.
@@ -387,6 +475,9 @@ impl EndpointStore for DynamoStore {
         }
         if let Some(description) = &changes.description {
             set("description", "#description = :description", s(description));
+        }
+        if let Some(headers) = &changes.headers {
+            set("headers", "#headers = :headers", headers_value(headers));
         }
         if let Some(disabled) = changes.disabled {
             set(
@@ -538,6 +629,75 @@ impl EndpointStore for DynamoStore {
         Ok(applied(update.condition_expression(condition).send().await)?.is_some())
     }
 
+    async fn rotate_secret(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        new_ciphertext: &[u8],
+        previous: &[PreviousSecret],
+        rotated_at: &str,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .condition_expression("attribute_exists(PK) AND secret = :current")
+            .expression_attribute_values(":current", AttributeValue::B(Blob::new(current_ciphertext)))
+            .expression_attribute_values(":new", AttributeValue::B(Blob::new(new_ciphertext)))
+            .expression_attribute_values(":previous", previous_secrets_value(previous))
+            .expression_attribute_values(":at", s(rotated_at))
+            .update_expression("SET secret = :new, previousSecrets = :previous, secretRotatedAt = :at, updatedAt = :at")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .client_request_token(request_token()?)
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_item_if_some(self.completion_item(org, completion)?)
+            .send()
+            .await;
+        match result {
+            // Read back consistently: a transaction returns no item.
+            Ok(_) => self.get_endpoint(org, id).await,
+            Err(e) => {
+                let failed = failed_conditions(&e);
+                match failed.iter().find(|(index, _)| *index == 0) {
+                    Some((_, reason)) if reason.item().is_none() => Ok(None),
+                    Some(_) => Err(StoreError::Conflict),
+                    None if !failed.is_empty() => Err(StoreError::Conflict),
+                    None => Err(unavailable(e)),
+                }
+            }
+        }
+    }
+
+    async fn forget_expired_secrets(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        kept: &[PreviousSecret],
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(endpoint_key(org, id)))
+            .update_expression("SET previousSecrets = :kept")
+            .condition_expression("attribute_exists(PK) AND secret = :current")
+            .expression_attribute_values(
+                ":current",
+                AttributeValue::B(Blob::new(current_ciphertext)),
+            )
+            .expression_attribute_values(":kept", previous_secrets_value(kept))
+            .send()
+            .await;
+        Ok(applied(result)?.is_some())
+    }
+
     async fn subscribers(
         &self,
         org: &OrgId,
@@ -615,15 +775,109 @@ fn booking_item(org: &OrgId, booking: &Booking) -> Item {
         ("customerEmail".to_owned(), s(&booking.customer_email)),
         ("startTime".to_owned(), s(&booking.start_time)),
         ("endTime".to_owned(), s(&booking.end_time)),
+        ("status".to_owned(), s(booking.status.as_str())),
         ("createdAt".to_owned(), s(&booking.created_at)),
+        ("updatedAt".to_owned(), s(&booking.updated_at)),
     ]);
-    if let Some(service_id) = &booking.service_id {
-        item.insert("serviceId".to_owned(), s(service_id));
-    }
-    if let Some(notes) = &booking.notes {
-        item.insert("notes".to_owned(), s(notes));
+    let optional = [
+        ("serviceId", &booking.service_id),
+        ("notes", &booking.notes),
+        ("cancelledAt", &booking.cancelled_at),
+        ("reason", &booking.reason),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), s(value));
+        }
     }
     item
+}
+
+fn booking_key(org: &OrgId, id: &BookingId) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        ("SK".to_owned(), s(format!("{BOOKING_PREFIX}{id}"))),
+    ])
+}
+
+fn booking_from_item(item: &Item) -> Result<Booking, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let created_at = text(item, "createdAt")?.to_owned();
+    Ok(Booking {
+        id: BookingId::parse(text(item, "id")?).ok_or_else(|| corrupt("malformed booking id"))?,
+        customer_name: text(item, "customerName")?.to_owned(),
+        customer_email: text(item, "customerEmail")?.to_owned(),
+        start_time: text(item, "startTime")?.to_owned(),
+        end_time: text(item, "endTime")?.to_owned(),
+        service_id: optional("serviceId"),
+        notes: optional("notes"),
+        // Bookings stored before they had a status or a change time were confirmed, and
+        // unchanged since their creation.
+        status: match optional("status") {
+            None => BookingStatus::Confirmed,
+            Some(status) => {
+                BookingStatus::parse(&status).ok_or_else(|| corrupt("unknown booking status"))?
+            }
+        },
+        updated_at: optional("updatedAt").unwrap_or_else(|| created_at.clone()),
+        created_at,
+        cancelled_at: optional("cancelledAt"),
+        reason: optional("reason"),
+    })
+}
+
+fn idempotency_key(org: &OrgId, key_id: &str) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), partition(org)),
+        ("SK".to_owned(), s(format!("{IDEMPOTENCY_PREFIX}{key_id}"))),
+    ])
+}
+
+fn idempotency_item(org: &OrgId, record: &IdempotencyRecord) -> Item {
+    let mut item = idempotency_key(org, &record.key_id);
+    item.extend([
+        ("kind".to_owned(), s("idempotency")),
+        ("keyId".to_owned(), s(&record.key_id)),
+        ("fingerprint".to_owned(), s(&record.fingerprint)),
+        ("expiresAt".to_owned(), n(record.expires_at)),
+    ]);
+    match &record.state {
+        KeyState::Claimed { token, lease_until } => item.extend([
+            ("state".to_owned(), s("claimed")),
+            ("claimToken".to_owned(), s(token)),
+            ("leaseUntil".to_owned(), n(lease_until)),
+        ]),
+        KeyState::Completed(response) => item.extend([
+            ("state".to_owned(), s("completed")),
+            ("responseStatus".to_owned(), n(response.status)),
+            ("responseBody".to_owned(), s(&response.body)),
+        ]),
+    }
+    item
+}
+
+fn idempotency_from_item(item: &Item) -> Result<IdempotencyRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let state = match text(item, "state")? {
+        "claimed" => KeyState::Claimed {
+            token: text(item, "claimToken")?.to_owned(),
+            lease_until: number(item, "leaseUntil")
+                .ok_or_else(|| corrupt("leaseUntil is missing"))?,
+        },
+        "completed" => KeyState::Completed(StoredResponse {
+            status: number(item, "responseStatus")
+                .ok_or_else(|| corrupt("responseStatus is missing"))?,
+            body: text(item, "responseBody")?.to_owned(),
+        }),
+        _ => return Err(corrupt("unknown idempotency state")),
+    };
+    Ok(IdempotencyRecord {
+        key_id: text(item, "keyId")?.to_owned(),
+        fingerprint: text(item, "fingerprint")?.to_owned(),
+        state,
+        expires_at: number(item, "expiresAt").ok_or_else(|| corrupt("expiresAt is missing"))?,
+    })
 }
 
 fn event_key(org: &OrgId, id: &EventId) -> Item {
@@ -703,6 +957,7 @@ impl BookingStore for DynamoStore {
         org: &OrgId,
         booking: &Booking,
         event: &Event,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<(), StoreError> {
         let put = |item: Item| {
             Put::builder()
@@ -721,11 +976,226 @@ impl BookingStore for DynamoStore {
             .client_request_token(event.id.as_str())
             .transact_items(put(booking_item(org, booking))?)
             .transact_items(put(event_item(org, event)?)?)
+            .transact_item_if_some(self.completion_item(org, completion)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if !failed_conditions(&e).is_empty() => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_booking(
+        &self,
+        org: &OrgId,
+        id: &BookingId,
+    ) -> Result<Option<Booking>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(booking_key(org, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.as_ref().map(booking_from_item).transpose()
+    }
+
+    async fn replace_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+        read_updated_at: &str,
+        event: &Event,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> Result<(), StoreError> {
+        let replace = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(booking_item(org, booking)))
+            // A booking stored before it had a status is confirmed, and its updatedAt is its
+            // createdAt.
+            .condition_expression("attribute_exists(PK) AND (#status = :confirmed OR attribute_not_exists(#status)) AND (updatedAt = :seen OR (attribute_not_exists(updatedAt) AND createdAt = :seen))")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":confirmed", s(BookingStatus::Confirmed.as_str()))
+            .expression_attribute_values(":seen", s(read_updated_at))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event_item(org, event)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .client_request_token(request_token()?)
+            .transact_items(TransactWriteItem::builder().put(replace).build())
+            .transact_items(TransactWriteItem::builder().put(event).build())
+            .transact_item_if_some(self.completion_item(org, completion)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if !failed_conditions(&e).is_empty() => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// The transaction item that stores an idempotency key's answer, if its claim is still
+    /// the request's; none without a completion.
+    fn completion_item(
+        &self,
+        org: &OrgId,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> Result<Option<TransactWriteItem>, StoreError> {
+        let Some(completion) = completion else {
+            return Ok(None);
+        };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(idempotency_key(org, &completion.key_id)))
+            .update_expression(COMPLETE_KEY)
+            .condition_expression(CLAIM_IS_OURS)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":status", n(completion.response.status))
+            .expression_attribute_values(":body", s(&completion.response.body))
+            .expression_attribute_values(":token", s(&completion.token))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(TransactWriteItem::builder().update(update).build()))
+    }
+}
+
+/// Adds an item to a transaction only when there is one (the SDK's `set_transact_items`
+/// would replace the items already added).
+trait TransactItemIfSome {
+    fn transact_item_if_some(self, item: Option<TransactWriteItem>) -> Self;
+}
+
+impl TransactItemIfSome for TransactWriteItemsFluentBuilder {
+    fn transact_item_if_some(self, item: Option<TransactWriteItem>) -> Self {
+        match item {
+            Some(item) => self.transact_items(item),
+            None => self,
+        }
+    }
+}
+
+const COMPLETE_KEY: &str =
+    "SET #state = :completed, responseStatus = :status, responseBody = :body REMOVE claimToken, leaseUntil";
+const CLAIM_IS_OURS: &str = "claimToken = :token";
+
+impl IdempotencyStore for DynamoStore {
+    async fn claim_idempotency_key(
+        &self,
+        org: &OrgId,
+        claim: &IdempotencyRecord,
+        now_millis: u64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(idempotency_item(org, claim)))
+            .condition_expression("attribute_not_exists(PK) OR expiresAt <= :now_secs OR (#state = :claimed AND leaseUntil <= :now_millis)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":now_secs", n(now_millis / 1000))
+            .expression_attribute_values(":now_millis", n(now_millis))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(item) => idempotency_from_item(item).map(Some),
+                        // Gone between the check and the answer: let the request try again.
+                        None => Err(StoreError::Unavailable("the idempotency record changed while it was claimed".into())),
+                    }
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn idempotency_record(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(idempotency_key(org, key_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let record = output
+            .item
+            .as_ref()
+            .map(idempotency_from_item)
+            .transpose()?;
+        Ok(record.filter(|r| r.expires_at > unix_seconds_now()))
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        org: &OrgId,
+        completion: &IdempotencyCompletion,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(idempotency_key(org, &completion.key_id)))
+            .update_expression(COMPLETE_KEY)
+            .condition_expression(CLAIM_IS_OURS)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":status", n(completion.response.status))
+            .expression_attribute_values(":body", s(&completion.response.body))
+            .expression_attribute_values(":token", s(&completion.token))
+            .send()
+            .await;
+        match applied(result)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(idempotency_key(org, key_id)))
+            .condition_expression(CLAIM_IS_OURS)
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -1340,23 +1810,6 @@ impl DeliveryLog for DynamoStore {
             .transpose()?;
         // Expired but not yet removed by the TTL is gone.
         Ok(record.filter(|record| record.expires_at > unix_seconds_now()))
-    }
-}
-
-/// Reads a booking back (tests and operators; the API has no booking read route yet).
-impl DynamoStore {
-    pub async fn booking_exists(&self, org: &OrgId, id: &BookingId) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("PK", partition(org))
-            .key("SK", s(format!("{BOOKING_PREFIX}{id}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output.item.is_some())
     }
 }
 

@@ -5,18 +5,20 @@ use std::sync::{Arc, Mutex};
 
 use super::poisoned;
 use crate::domain::booking::Booking;
+use crate::domain::booking::BookingStatus;
 use crate::domain::delivery::{
     AttemptRecord, DisabledReason, EndpointHealth, HealthChange, LogEntry, MessageRecord,
     MessageState, Outcome,
 };
-use crate::domain::endpoint::{Endpoint, EndpointChanges};
+use crate::domain::endpoint::{Endpoint, EndpointChanges, PreviousSecret};
 use crate::domain::event::{Event, EventType, PendingEvent};
 use crate::domain::id::{BookingId, EndpointId, EventId, MessageId};
+use crate::domain::idempotency::{IdempotencyCompletion, IdempotencyRecord, KeyState};
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox, MessagePage,
-    MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox,
+    IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -35,6 +37,42 @@ pub struct MemoryStore {
     bookings: Arc<Mutex<BTreeMap<(OrgId, BookingId), Booking>>>,
     events: Arc<Mutex<Outbox>>,
     log: Arc<Mutex<Log>>,
+    /// Idempotency records by (org, key id). Locked after the item a write goes with, so a
+    /// write and its answer are one, as in a transaction.
+    idempotency: Arc<Mutex<HashMap<(OrgId, String), IdempotencyRecord>>>,
+}
+
+type IdempotencyRecords = HashMap<(OrgId, String), IdempotencyRecord>;
+
+/// Checks that `completion`'s claim is still its request's, before anything is written.
+fn check_completion(
+    records: &IdempotencyRecords,
+    org: &OrgId,
+    completion: Option<&IdempotencyCompletion>,
+) -> Result<(), StoreError> {
+    let Some(completion) = completion else {
+        return Ok(());
+    };
+    match records.get(&(org.clone(), completion.key_id.clone())) {
+        Some(IdempotencyRecord {
+            state: KeyState::Claimed { token, .. },
+            ..
+        }) if *token == completion.token => Ok(()),
+        _ => Err(StoreError::Conflict),
+    }
+}
+
+/// Stores `completion`'s answer (checked by [`check_completion`] under the same lock).
+fn apply_completion(
+    records: &mut IdempotencyRecords,
+    org: &OrgId,
+    completion: Option<&IdempotencyCompletion>,
+) {
+    if let Some(completion) = completion {
+        if let Some(record) = records.get_mut(&(org.clone(), completion.key_id.clone())) {
+            record.state = KeyState::Completed(completion.response.clone());
+        }
+    }
 }
 
 /// The delivery log, keyed like the table's items (attempts by their sort key, messages by
@@ -83,8 +121,11 @@ impl EndpointStore for MemoryStore {
         &self,
         endpoint: &Endpoint,
         max_per_org: usize,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<(), StoreError> {
         let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        check_completion(&records, &endpoint.org_id, completion)?;
         let key = (endpoint.org_id.clone(), endpoint.id.clone());
         match endpoints.get(&key) {
             // As DynamoStore: the same item again is a retried insert, not a conflict.
@@ -100,6 +141,7 @@ impl EndpointStore for MemoryStore {
             }
             None => {
                 endpoints.insert(key, endpoint.clone());
+                apply_completion(&mut records, &endpoint.org_id, completion);
                 Ok(())
             }
         }
@@ -157,6 +199,9 @@ impl EndpointStore for MemoryStore {
         }
         if let Some(description) = &changes.description {
             endpoint.description.clone_from(description);
+        }
+        if let Some(headers) = &changes.headers {
+            endpoint.headers.clone_from(headers);
         }
         match changes.disabled {
             Some(true) => {
@@ -263,6 +308,50 @@ impl EndpointStore for MemoryStore {
         Ok(true)
     }
 
+    async fn rotate_secret(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        new_ciphertext: &[u8],
+        previous: &[PreviousSecret],
+        rotated_at: &str,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        let Some(endpoint) = endpoints.get_mut(&(org.clone(), id.clone())) else {
+            return Ok(None);
+        };
+        if endpoint.secret_ciphertext != current_ciphertext {
+            return Err(StoreError::Conflict);
+        }
+        check_completion(&records, org, completion)?;
+        endpoint.secret_ciphertext = new_ciphertext.to_vec();
+        endpoint.previous_secrets = previous.to_vec();
+        endpoint.secret_rotated_at = Some(rotated_at.to_owned());
+        endpoint.updated_at = rotated_at.to_owned();
+        apply_completion(&mut records, org, completion);
+        Ok(Some(endpoint.clone()))
+    }
+
+    async fn forget_expired_secrets(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        current_ciphertext: &[u8],
+        kept: &[PreviousSecret],
+    ) -> Result<bool, StoreError> {
+        let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
+        match endpoints.get_mut(&(org.clone(), id.clone())) {
+            Some(endpoint) if endpoint.secret_ciphertext == current_ciphertext => {
+                endpoint.previous_secrets = kept.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn subscribers(
         &self,
         org: &OrgId,
@@ -283,18 +372,63 @@ impl BookingStore for MemoryStore {
         org: &OrgId,
         booking: &Booking,
         event: &Event,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<(), StoreError> {
-        // Both locks are held together, so the two writes are one, as in a transaction.
+        // The locks are held together, so the writes are one, as in a transaction.
         let mut bookings = self.bookings.lock().map_err(poisoned)?;
         let mut outbox = self.events.lock().map_err(poisoned)?;
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
         let key = (org.clone(), booking.id.clone());
         if bookings.contains_key(&key) || outbox.due_of.contains_key(&event.id) {
             return Err(StoreError::Conflict);
         }
+        check_completion(&records, org, completion)?;
         bookings.insert(key, booking.clone());
+        outbox.add(org, event);
+        apply_completion(&mut records, org, completion);
+        Ok(())
+    }
+
+    async fn get_booking(
+        &self,
+        org: &OrgId,
+        id: &BookingId,
+    ) -> Result<Option<Booking>, StoreError> {
+        let bookings = self.bookings.lock().map_err(poisoned)?;
+        Ok(bookings.get(&(org.clone(), id.clone())).cloned())
+    }
+
+    async fn replace_booking(
+        &self,
+        org: &OrgId,
+        booking: &Booking,
+        read_updated_at: &str,
+        event: &Event,
+        completion: Option<&IdempotencyCompletion>,
+    ) -> Result<(), StoreError> {
+        let mut bookings = self.bookings.lock().map_err(poisoned)?;
+        let mut outbox = self.events.lock().map_err(poisoned)?;
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        let key = (org.clone(), booking.id.clone());
+        let unchanged = bookings.get(&key).is_some_and(|stored| {
+            stored.status == BookingStatus::Confirmed && stored.updated_at == read_updated_at
+        });
+        if !unchanged || outbox.due_of.contains_key(&event.id) {
+            return Err(StoreError::Conflict);
+        }
+        check_completion(&records, org, completion)?;
+        bookings.insert(key, booking.clone());
+        outbox.add(org, event);
+        apply_completion(&mut records, org, completion);
+        Ok(())
+    }
+}
+
+impl Outbox {
+    fn add(&mut self, org: &OrgId, event: &Event) {
         let due = event.id.created_millis();
-        outbox.due_of.insert(event.id.clone(), due);
-        outbox.by_due.insert(
+        self.due_of.insert(event.id.clone(), due);
+        self.by_due.insert(
             (due, event.id.clone()),
             PendingEvent {
                 org: org.clone(),
@@ -302,6 +436,65 @@ impl BookingStore for MemoryStore {
                 relay_failures: 0,
             },
         );
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    async fn claim_idempotency_key(
+        &self,
+        org: &OrgId,
+        claim: &IdempotencyRecord,
+        now_millis: u64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        let key = (org.clone(), claim.key_id.clone());
+        match records.get(&key) {
+            Some(record) if !record.is_free(now_millis) => Ok(Some(record.clone())),
+            _ => {
+                records.insert(key, claim.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn idempotency_record(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let records = self.idempotency.lock().map_err(poisoned)?;
+        Ok(records
+            .get(&(org.clone(), key_id.to_owned()))
+            .filter(|r| r.expires_at > unix_seconds_now())
+            .cloned())
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        org: &OrgId,
+        completion: &IdempotencyCompletion,
+    ) -> Result<(), StoreError> {
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        check_completion(&records, org, Some(completion))?;
+        apply_completion(&mut records, org, Some(completion));
+        Ok(())
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        org: &OrgId,
+        key_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let mut records = self.idempotency.lock().map_err(poisoned)?;
+        let key = (org.clone(), key_id.to_owned());
+        let ours = matches!(
+            records.get(&key),
+            Some(IdempotencyRecord { state: KeyState::Claimed { token: t, .. }, .. }) if t == token
+        );
+        if ours {
+            records.remove(&key);
+        }
         Ok(())
     }
 }

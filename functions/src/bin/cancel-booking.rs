@@ -1,0 +1,20 @@
+//! `POST /bookings/{id}/cancel` behind API Gateway: cancels a booking and publishes booking.cancelled.
+use std::convert::Infallible;
+
+use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
+use common::api;
+use common::config::{required, ApiConfig, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    common::telemetry::init_subscriber();
+    let config = ApiConfig::from_source(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+    let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
+    run(service_fn(|request: Request| async {
+        Ok::<_, Infallible>(api::cancel_booking(&store, &queue, &config, request).await)
+    }))
+    .await
+}

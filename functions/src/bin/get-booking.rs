@@ -1,0 +1,20 @@
+//! `GET /bookings/{id}` behind API Gateway: shows one booking of the caller's.
+use std::convert::Infallible;
+
+use common::adapters::aws::{load_sdk_config, DynamoStore};
+use common::api;
+use common::config::{required, ApiConfig, ProcessEnv, TABLE_NAME};
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    common::telemetry::init_subscriber();
+    let config = ApiConfig::from_source(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
+
+    run(service_fn(|request: Request| async {
+        Ok::<_, Infallible>(api::get_booking(&store, &config, request).await)
+    }))
+    .await
+}
