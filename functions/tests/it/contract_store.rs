@@ -4,16 +4,21 @@ use std::collections::HashSet;
 
 use common::adapters::aws::DynamoStore;
 use common::adapters::embedded::MemoryStore;
+use common::domain::booking::{Booking, BookingStatus};
 use common::domain::delivery::{
     AttemptRecord, DisabledReason, EndpointHealth, ErrorClass, HealthChange, LogEntry,
     MessageRecord, MessageState, Outcome,
 };
+use common::domain::endpoint::PreviousSecret;
 use common::domain::endpoint::{Endpoint, EndpointChanges};
 use common::domain::event::{Event, EventType, PendingEvent};
 use common::domain::id::{EndpointId, EventId, MessageId};
+use common::domain::idempotency::{
+    IdempotencyCompletion, IdempotencyRecord, KeyState, StoredResponse, CLAIM_LEASE,
+};
 use common::domain::OrgId;
 use common::error::StoreError;
-use common::ports::{BookingStore, DeliveryLog, EndpointStore, EventOutbox};
+use common::ports::{BookingStore, DeliveryLog, EndpointStore, EventOutbox, IdempotencyStore};
 use common::testing::{create_table, sdk_config};
 
 /// A cap no contract test other than the cap's own reaches.
@@ -682,7 +687,250 @@ async fn the_delivery_log_keeps_attempts_in_order_under_the_org(store: &impl Del
     );
 }
 
-async fn suite(store: &(impl EndpointStore + BookingStore + EventOutbox + DeliveryLog)) {
+async fn idempotency_claims_are_exclusive_leased_and_answered_once(
+    store: &(impl IdempotencyStore + BookingStore + EndpointStore),
+) {
+    let (a, b) = (org("org_idem_a"), org("org_idem_b"));
+    let now = common::time::unix_millis_now();
+    let claim = |token: &str, at: u64| {
+        IdempotencyRecord::claim("k1".into(), "fp1".into(), token.into(), at)
+    };
+    assert_eq!(
+        store
+            .claim_idempotency_key(&a, &claim("t1", now), now)
+            .await
+            .unwrap(),
+        None
+    );
+    // Held: another claim sees the holder, in another org the key is free.
+    let held = store
+        .claim_idempotency_key(&a, &claim("t2", now), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(&held.state, KeyState::Claimed { token, .. } if token == "t1"));
+    assert_eq!(
+        store
+            .claim_idempotency_key(&b, &claim("t1", now), now)
+            .await
+            .unwrap(),
+        None
+    );
+    // A completion with another token is refused and changes nothing; ours is stored.
+    let response = StoredResponse {
+        status: 201,
+        body: "{\"ok\":true}".into(),
+    };
+    let completion = |token: &str| IdempotencyCompletion {
+        key_id: "k1".into(),
+        token: token.into(),
+        response: response.clone(),
+    };
+    assert!(matches!(
+        store.complete_idempotency_key(&a, &completion("t2")).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .complete_idempotency_key(&a, &completion("t1"))
+        .await
+        .unwrap();
+    let done = store.idempotency_record(&a, "k1").await.unwrap().unwrap();
+    assert_eq!(done.state, KeyState::Completed(response.clone()));
+    assert_eq!(done.fingerprint, "fp1");
+    // Completed: no claim takes it, even after the lease; released only by its token.
+    let later = now + CLAIM_LEASE.as_millis() as u64 + 1;
+    assert!(store
+        .claim_idempotency_key(&a, &claim("t3", later), later)
+        .await
+        .unwrap()
+        .is_some());
+    // An abandoned claim is taken over after its lease; a release with a stale token does
+    // nothing, the holder's release frees the key.
+    store
+        .claim_idempotency_key(&b, &claim("t9", now), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key(&b, &claim("t4", later), later)
+            .await
+            .unwrap(),
+        None
+    );
+    store.release_idempotency_key(&b, "k1", "t9").await.unwrap();
+    assert!(store.idempotency_record(&b, "k1").await.unwrap().is_some());
+    store.release_idempotency_key(&b, "k1", "t4").await.unwrap();
+    assert_eq!(store.idempotency_record(&b, "k1").await.unwrap(), None);
+
+    // An answer stored with its booking: both or neither.
+    let c = org("org_idem_c");
+    store
+        .claim_idempotency_key(&c, &claim("t5", now), now)
+        .await
+        .unwrap();
+    let booking = booking();
+    let event = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    assert!(matches!(
+        store
+            .insert_booking(&c, &booking, &event, Some(&completion("stale")))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get_booking(&c, &booking.id).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    store
+        .insert_booking(&c, &booking, &event, Some(&completion("t5")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_booking(&c, &booking.id).await.unwrap(),
+        Some(booking)
+    );
+    assert_eq!(
+        store
+            .idempotency_record(&c, "k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        KeyState::Completed(response)
+    );
+}
+
+async fn rotations_and_booking_changes_are_conditional(
+    store: &(impl EndpointStore + BookingStore),
+) {
+    let (a, b) = (org("org_rotate_a"), org("org_rotate_b"));
+    let mine = endpoint(&a, &[EventType::BookingCreated]);
+    store.insert_endpoint(&mine, CAP, None).await.unwrap();
+    let previous = vec![PreviousSecret {
+        ciphertext: mine.secret_ciphertext.clone(),
+        expires_at: 2_000,
+    }];
+    let rotate = |current: Vec<u8>, owner: OrgId| {
+        let previous = previous.clone();
+        let id = mine.id.clone();
+        async move {
+            store
+                .rotate_secret(
+                    &owner,
+                    &id,
+                    &current,
+                    &[7, 7],
+                    &previous,
+                    "2030-01-02T00:00:00Z",
+                    None,
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        rotate(mine.secret_ciphertext.clone(), b.clone())
+            .await
+            .unwrap(),
+        None,
+        "another org's"
+    );
+    let rotated = rotate(mine.secret_ciphertext.clone(), a.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.secret_ciphertext, vec![7, 7]);
+    assert_eq!(rotated.previous_secrets, previous);
+    assert_eq!(
+        rotated.secret_rotated_at.as_deref(),
+        Some("2030-01-02T00:00:00Z")
+    );
+    assert!(
+        matches!(
+            rotate(mine.secret_ciphertext.clone(), a.clone()).await,
+            Err(StoreError::Conflict)
+        ),
+        "a rotation made from a secret no longer current"
+    );
+    // Expired secrets are forgotten only while the secret they were read with is current.
+    assert!(!store
+        .forget_expired_secrets(&a, &mine.id, &mine.secret_ciphertext, &[])
+        .await
+        .unwrap());
+    assert!(store
+        .forget_expired_secrets(&a, &mine.id, &[7, 7], &[])
+        .await
+        .unwrap());
+    let stored = store.get_endpoint(&a, &mine.id).await.unwrap().unwrap();
+    assert!(stored.previous_secrets.is_empty());
+
+    let booking = booking();
+    let created = Event::new(EventType::BookingCreated, serde_json::json!({})).unwrap();
+    store
+        .insert_booking(&a, &booking, &created, None)
+        .await
+        .unwrap();
+    let changed = Booking {
+        notes: Some("changed".into()),
+        updated_at: "2030-01-03T00:00:00Z".into(),
+        ..booking.clone()
+    };
+    let event = || Event::new(EventType::BookingUpdated, serde_json::json!({})).unwrap();
+    assert!(
+        matches!(
+            store
+                .replace_booking(&b, &changed, &booking.updated_at, &event(), None)
+                .await,
+            Err(StoreError::Conflict)
+        ),
+        "another org's booking"
+    );
+    assert!(
+        matches!(
+            store
+                .replace_booking(&a, &changed, "2029-01-01T00:00:00Z", &event(), None)
+                .await,
+            Err(StoreError::Conflict)
+        ),
+        "changed since it was read"
+    );
+    store
+        .replace_booking(&a, &changed, &booking.updated_at, &event(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_booking(&a, &booking.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    let cancelled = Booking {
+        status: BookingStatus::Cancelled,
+        updated_at: "2030-01-04T00:00:00Z".into(),
+        ..changed.clone()
+    };
+    store
+        .replace_booking(&a, &cancelled, &changed.updated_at, &event(), None)
+        .await
+        .unwrap();
+    let again = Booking {
+        updated_at: "2030-01-05T00:00:00Z".into(),
+        ..cancelled.clone()
+    };
+    assert!(
+        matches!(
+            store
+                .replace_booking(&a, &again, &cancelled.updated_at, &event(), None)
+                .await,
+            Err(StoreError::Conflict)
+        ),
+        "a cancelled booking stays as it is"
+    );
+    assert_eq!(store.get_booking(&b, &booking.id).await.unwrap(), None);
+}
+
+async fn suite(
+    store: &(impl EndpointStore + BookingStore + EventOutbox + DeliveryLog + IdempotencyStore),
+) {
+    idempotency_claims_are_exclusive_leased_and_answered_once(store).await;
+    rotations_and_booking_changes_are_conditional(store).await;
     health_changes_are_atomic_conditional_and_scoped(store).await;
     the_delivery_log_keeps_attempts_in_order_under_the_org(store).await;
     crud_is_scoped_to_the_org(store).await;
