@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::domain::delivery::CircuitPolicy;
 use crate::domain::retry::{parse_duration, RetrySchedule};
 use crate::domain::target::TargetPolicy;
+use crate::metrics::{Metrics, DEFAULT_NAMESPACE};
 
 pub const TABLE_NAME: &str = "TABLE_NAME";
 pub const KMS_KEY_ID: &str = "KMS_KEY_ID";
@@ -26,6 +27,7 @@ pub const CIRCUIT_FAILURES: &str = "WEBHOOKS_CIRCUIT_FAILURES";
 pub const CIRCUIT_OPEN_SECS: &str = "WEBHOOKS_CIRCUIT_OPEN_SECS";
 pub const DISABLE_AFTER: &str = "WEBHOOKS_DISABLE_AFTER";
 pub const RETENTION_DAYS: &str = "WEBHOOKS_RETENTION_DAYS";
+pub const METRICS_NAMESPACE: &str = "WEBHOOKS_METRICS_NAMESPACE";
 
 pub const DEFAULT_ORG_ID_CLAIM: &str = "org_id";
 pub const DEFAULT_MAX_ENDPOINTS_PER_ORG: u64 = 100;
@@ -116,6 +118,23 @@ pub struct ApiConfig {
     pub max_endpoints_per_org: usize,
     /// How long the delivery log keeps messages: how far back a recovery may reach.
     pub retention: Duration,
+    /// Where publishing reports `EventsPublished`, `MessagesEnqueued`, `PublishFailures`.
+    pub metrics: Metrics,
+}
+
+/// EMF on standard output under `WEBHOOKS_METRICS_NAMESPACE` (default `Webhooks`; 1 to 255
+/// characters, CloudWatch's limit for a namespace, not starting with `AWS/`).
+pub fn metrics(source: &impl Source) -> Result<Metrics, ConfigError> {
+    let namespace = source
+        .get(METRICS_NAMESPACE)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if namespace.len() > 255 || namespace.starts_with("AWS/") {
+        return Err(ConfigError::Invalid {
+            name: METRICS_NAMESPACE,
+            reason: "must be 1 to 255 characters and not start with AWS/".into(),
+        });
+    }
+    Ok(Metrics::stdout(namespace))
 }
 
 /// How long attempt records and message states are kept (`WEBHOOKS_RETENTION_DAYS`, 1 to 365,
@@ -142,6 +161,7 @@ impl ApiConfig {
                 1..=10_000,
             )? as usize,
             retention: retention(source)?,
+            metrics: metrics(source)?,
         })
     }
 }
@@ -173,6 +193,8 @@ pub struct DeliveryConfig {
     pub disable_after: Duration,
     /// How long attempt records and message states are kept (the table's TTL).
     pub retention: Duration,
+    /// Where delivery reports its metrics (attempts by outcome, latencies, dead letters, ...).
+    pub metrics: Metrics,
 }
 
 impl DeliveryConfig {
@@ -226,6 +248,7 @@ impl DeliveryConfig {
                     })?,
             },
             retention: retention(source)?,
+            metrics: metrics(source)?,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod local;
+pub mod metrics;
 pub mod ports;
 pub mod publish;
 pub mod recover;

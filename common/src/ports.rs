@@ -235,6 +235,14 @@ pub trait EventOutbox: Send + Sync {
         due_at_millis: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Stores an event on its own (no booking goes with it: the platform's operational events),
+    /// to be published now or by the relay.
+    fn add_event(
+        &self,
+        org: &OrgId,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Removes an event from the outbox once every message for it is enqueued.
     fn clear_event(
         &self,

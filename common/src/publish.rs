@@ -16,6 +16,7 @@ use crate::domain::id::RandomError;
 use crate::domain::queue_body::QueueBody;
 use crate::domain::OrgId;
 use crate::error::StoreError;
+use crate::metrics::{MetricSet, Unit};
 use crate::ports::{
     DeliveryQueue, EndpointStore, EventOutbox, MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
 };
@@ -70,7 +71,10 @@ pub async fn publish_event(
     org: &OrgId,
     event: &Event,
 ) -> Result<PublishReport, PublishError> {
-    let subscribers = store.subscribers(org, event.event_type).await?;
+    let mut subscribers = store.subscribers(org, event.event_type).await?;
+    if let Some(subject) = event.subject_endpoint() {
+        subscribers.retain(|id| *id != subject);
+    }
     let total = subscribers.len();
     // Encoding a JSON value cannot fail in practice; if it ever does, the fan-out stops there.
     let encoding_error = OnceLock::new();
@@ -179,6 +183,32 @@ pub struct RelayReport {
     pub failed: usize,
     /// Whether the run stopped at its time budget with events still due (the next run goes on).
     pub out_of_time: bool,
+    /// Events the run found due (each read takes at most [`RELAY_BATCH`]).
+    pub pending: usize,
+    /// Messages the published events were fanned out to.
+    pub messages: usize,
+    /// Age of the oldest event due at the run's start, in seconds; 0 when none was.
+    pub oldest_age_secs: u64,
+}
+
+impl RelayReport {
+    /// The run's metrics, one EMF line even when nothing was due (so an alarm on the outbox
+    /// age sees a relay that runs): `OutboxPending`, `OutboxOldestAgeSeconds`,
+    /// `EventsPublished`, `MessagesEnqueued`, `PublishFailures`.
+    pub fn metrics(&self) -> MetricSet {
+        let mut set = MetricSet::default();
+        set.add("OutboxPending", Unit::Count, self.pending as f64);
+        set.add(
+            "OutboxOldestAgeSeconds",
+            Unit::Seconds,
+            self.oldest_age_secs as f64,
+        );
+        set.add("EventsPublished", Unit::Count, self.published as f64);
+        set.add("MessagesEnqueued", Unit::Count, self.messages as f64);
+        set.add("PublishFailures", Unit::Count, self.failed as f64);
+        set.property("source", "relay");
+        set
+    }
 }
 
 /// Events one outbox read takes; a run reads again until nothing is due or its time is up.
@@ -224,6 +254,14 @@ pub async fn relay_pending_events(
             .into_iter()
             .filter(|p| seen.insert(p.event.id.clone()))
             .collect();
+        if seen.len() == fresh.len() {
+            // The first read, earliest due first.
+            let oldest = fresh.iter().map(|p| p.event.id.created_millis()).min();
+            report.oldest_age_secs = oldest.map_or(0, |created| {
+                unix_millis_now().saturating_sub(created) / 1000
+            });
+        }
+        report.pending += fresh.len();
         if fresh.is_empty() {
             return Ok(report);
         }
@@ -238,7 +276,10 @@ pub async fn relay_pending_events(
             .await;
         for outcome in outcomes {
             match outcome {
-                Relayed::Published => report.published += 1,
+                Relayed::Published(messages) => {
+                    report.published += 1;
+                    report.messages += messages;
+                }
                 Relayed::Failed => report.failed += 1,
                 Relayed::OutOfTime => report.out_of_time = true,
             }
@@ -254,7 +295,8 @@ pub async fn relay_pending_events(
 }
 
 enum Relayed {
-    Published,
+    /// Published to this many endpoints.
+    Published(usize),
     Failed,
     /// The run's budget ran out first; the event stays due for the next run.
     OutOfTime,
@@ -280,7 +322,7 @@ async fn relay_one(
                 org_id = %org, event_id = %event.id, endpoints = published.endpoints,
                 "relayed {} {} from the outbox", event.event_type, event.id
             );
-            Relayed::Published
+            Relayed::Published(published.endpoints)
         }
         Err(error) => {
             let relay_failures = relay_failures + 1;

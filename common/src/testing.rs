@@ -220,6 +220,7 @@ pub fn api_config(targets: TargetPolicy) -> ApiConfig {
         publish_timeout: Duration::from_secs(5),
         max_endpoints_per_org: 100,
         retention: Duration::from_secs(30 * 86_400),
+        metrics: crate::metrics::Metrics::in_memory("WebhooksTest"),
     }
 }
 
@@ -492,6 +493,102 @@ except Exception as error:
         "verifier failed: {verdict}"
     );
     verdict == "valid"
+}
+
+/// CloudWatch's metric units (`StandardUnit`), the only ones an EMF metric may name.
+const EMF_UNITS: [&str; 27] = [
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
+];
+
+/// Checks one log line as CloudWatch would extract metrics from it, by the EMF specification
+/// (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>):
+/// a JSON object whose `_aws` holds a millisecond `Timestamp` and `CloudWatchMetrics`
+/// directives in `namespace`, each with dimension sets (at most 30 keys, each a string member
+/// of the root) and metric definitions (a name and a standard unit, each name a root member
+/// holding a number or an array of at most 100 numbers). The parsed line, or what is wrong.
+pub fn validate_emf(line: &str, namespace: &str) -> Result<Value, String> {
+    let root: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let aws = root.get("_aws").ok_or("no _aws member")?;
+    let timestamp = aws["Timestamp"]
+        .as_u64()
+        .ok_or("_aws.Timestamp is not a whole number")?;
+    if timestamp < 1_000_000_000_000 {
+        return Err(format!("_aws.Timestamp {timestamp} is not in milliseconds"));
+    }
+    let directives = aws["CloudWatchMetrics"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+        .ok_or("_aws.CloudWatchMetrics is not a non-empty array")?;
+    for directive in directives {
+        if directive["Namespace"] != namespace {
+            return Err(format!(
+                "namespace {} is not {namespace}",
+                directive["Namespace"]
+            ));
+        }
+        let sets = directive["Dimensions"]
+            .as_array()
+            .ok_or("Dimensions is not an array")?;
+        for set in sets {
+            let keys = set.as_array().ok_or("a dimension set is not an array")?;
+            if keys.len() > 30 {
+                return Err("a dimension set has more than 30 keys".into());
+            }
+            for key in keys {
+                let key = key.as_str().ok_or("a dimension key is not a string")?;
+                if !root[key].is_string() {
+                    return Err(format!("dimension {key} has no string value at the root"));
+                }
+            }
+        }
+        let metrics = directive["Metrics"]
+            .as_array()
+            .ok_or("Metrics is not an array")?;
+        for metric in metrics {
+            let name = metric["Name"].as_str().ok_or("a metric has no Name")?;
+            let unit = metric["Unit"].as_str().unwrap_or("None");
+            if !EMF_UNITS.contains(&unit) {
+                return Err(format!("{name} has the unit {unit}, not a CloudWatch unit"));
+            }
+            let ok = match &root[name] {
+                Value::Number(_) => true,
+                Value::Array(values) => values.len() <= 100 && values.iter().all(Value::is_number),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "{name} has no number (or array of at most 100) at the root"
+                ));
+            }
+        }
+    }
+    Ok(root)
 }
 
 /// Validates `instance` against a JSON Schema with the `jsonschema` Python package (the

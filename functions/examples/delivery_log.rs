@@ -111,6 +111,7 @@ async fn main() {
                     last_error: None,
                     updated_at: common::time::now_rfc3339(),
                     expires_at: common::time::unix_seconds_now() + 86_400,
+                    trace: None,
                 }),
             })
             .collect();

@@ -6,13 +6,14 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use super::idempotency::{self, Begin};
-use super::{body_bytes, booking_id_from_path, json_response, org_from_claims, respond};
+use super::{body_bytes, booking_id_from_path, json_response, org_from_claims, respond, trace_of};
 use crate::config::ApiConfig;
 use crate::domain::booking::{Booking, BookingChanges, BookingStatus, Cancellation, NewBooking};
 use crate::domain::event::{Event, EventType};
 use crate::domain::id::BookingId;
 use crate::domain::OrgId;
 use crate::error::{ApiError, StoreError};
+use crate::metrics::{MetricSet, Unit};
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, IdempotencyStore};
 use crate::publish::publish_event;
 use crate::time::now_rfc3339;
@@ -43,7 +44,8 @@ pub async fn create_booking(
                 let id = BookingId::generate().map_err(|_| ApiError::Internal)?;
                 let booking = new.into_booking(id, now_rfc3339());
                 let event = Event::new(EventType::BookingCreated, json!({ "booking": &booking }))
-                    .map_err(|_| ApiError::Internal)?;
+                    .map_err(|_| ApiError::Internal)?
+                    .with_trace(trace_of(&request));
                 let answer = json!({ "booking": &booking });
                 let completion = guard.completion(StatusCode::CREATED, &answer);
                 store
@@ -107,7 +109,8 @@ pub async fn update_booking(
                 EventType::BookingUpdated,
                 json!({ "booking": &changed, "changes": names }),
             )
-            .map_err(|_| ApiError::Internal)?;
+            .map_err(|_| ApiError::Internal)?
+            .with_trace(trace_of(&request));
             let written = store
                 .replace_booking(&org, &changed, &booking.updated_at, &event, None)
                 .await;
@@ -142,7 +145,8 @@ pub async fn cancel_booking(
                 let cancelled = cancellation.apply(&booking, now_rfc3339());
                 let event =
                     Event::new(EventType::BookingCancelled, json!({ "booking": &cancelled }))
-                        .map_err(|_| ApiError::Internal)?;
+                        .map_err(|_| ApiError::Internal)?
+                        .with_trace(trace_of(&request));
                 let answer = json!({ "booking": &cancelled });
                 let completion = guard.completion(StatusCode::OK, &answer);
                 let written = store
@@ -215,18 +219,51 @@ async fn publish_now(
         Ok::<_, crate::publish::PublishError>(report)
     };
     let kind = event.event_type.as_str();
-    match tokio::time::timeout(config.publish_timeout, publish_and_clear).await {
-        Ok(Ok(report)) => tracing::info!(
-            org_id = %org, booking_id = %booking_id, event_id = %event.id, endpoints = report.endpoints,
-            "{kind} published to {} endpoint(s)", report.endpoints
-        ),
-        Ok(Err(error)) => tracing::error!(
-            org_id = %org, booking_id = %booking_id, event_id = %event.id, %error,
-            "{kind} for booking {booking_id} not published yet; it stays in the outbox for the relay"
-        ),
-        Err(_) => tracing::error!(
-            org_id = %org, booking_id = %booking_id, event_id = %event.id,
-            "{kind} for booking {booking_id} timed out after {:?}; it stays in the outbox for the relay", config.publish_timeout
-        ),
+    let trace_id = event
+        .trace
+        .as_ref()
+        .map(|t| t.trace_id())
+        .unwrap_or_default();
+    let mut metrics = MetricSet::default();
+    metrics.property("orgId", org.as_str());
+    metrics.property("eventId", event.id.as_str());
+    metrics.property("eventType", kind);
+    metrics.property("traceId", trace_id);
+    let outcome = tokio::time::timeout(config.publish_timeout, publish_and_clear).await;
+    // All three on every line, zeros included, so each metric is continuous.
+    let published = matches!(outcome, Ok(Ok(_)));
+    metrics.add(
+        "EventsPublished",
+        Unit::Count,
+        f64::from(u8::from(published)),
+    );
+    metrics.add(
+        "PublishFailures",
+        Unit::Count,
+        f64::from(u8::from(!published)),
+    );
+    match outcome {
+        Ok(Ok(report)) => {
+            metrics.add("MessagesEnqueued", Unit::Count, report.endpoints as f64);
+            tracing::info!(
+                org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id, endpoints = report.endpoints,
+                "{kind} published to {} endpoint(s)", report.endpoints
+            )
+        }
+        Ok(Err(error)) => {
+            metrics.add("MessagesEnqueued", Unit::Count, 0.0);
+            tracing::error!(
+                org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id, %error,
+                "{kind} for booking {booking_id} not published yet; it stays in the outbox for the relay"
+            )
+        }
+        Err(_) => {
+            metrics.add("MessagesEnqueued", Unit::Count, 0.0);
+            tracing::error!(
+                org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id,
+                "{kind} for booking {booking_id} timed out after {:?}; it stays in the outbox for the relay", config.publish_timeout
+            )
+        }
     }
+    config.metrics.emit(&metrics);
 }

@@ -26,6 +26,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
 use crate::domain::id::{BookingId, EndpointId};
+use crate::domain::trace::TraceContext;
 use crate::domain::OrgId;
 use crate::error::ApiError;
 use crate::ports::MAX_PAGE_SIZE;
@@ -121,6 +122,18 @@ pub fn endpoint_id_from_path(request: &Request) -> Result<EndpointId, ApiError> 
         .and_then(|p| p.first("id"))
         .and_then(EndpointId::parse)
         .ok_or(ApiError::NotFound)
+}
+
+/// The W3C trace context an event produced by `request` carries to its deliveries: the
+/// request's `traceparent` (and `tracestate`), else one derived from API Gateway's
+/// `X-Amzn-Trace-Id`, else a new trace rooted here. An invalid `traceparent` is ignored, as
+/// the W3C spec asks, never refused.
+pub fn trace_of(request: &Request) -> Option<TraceContext> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    header("traceparent")
+        .and_then(|traceparent| TraceContext::parse(traceparent, header("tracestate")))
+        .or_else(|| header("x-amzn-trace-id").and_then(TraceContext::from_amzn_trace_id))
+        .or_else(|| TraceContext::generate().ok())
 }
 
 /// The `{id}` path parameter of a booking route; a malformed id is a 404.

@@ -57,6 +57,9 @@ pub struct SignedRequest<'a> {
     /// The endpoint's custom headers, sent before ours (none of them can name one of ours:
     /// see [`RESERVED_HEADERS`](crate::domain::endpoint::RESERVED_HEADERS)).
     pub headers: &'a crate::domain::endpoint::CustomHeaders,
+    /// W3C `traceparent` of this attempt, and the producer's `tracestate`.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<&'a str>,
     pub body: String,
 }
 
@@ -167,6 +170,12 @@ impl WebhookClient {
         let mut post = self.http.post(url);
         for (name, value) in request.headers {
             post = post.header(name, value);
+        }
+        if let Some(traceparent) = &request.traceparent {
+            post = post.header("traceparent", traceparent);
+        }
+        if let Some(tracestate) = request.tracestate {
+            post = post.header("tracestate", tracestate);
         }
         let sent = post
             .header("webhook-id", request.message_id)

@@ -8,10 +8,13 @@
 mod client;
 mod secrets;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures_util::stream::{self, StreamExt};
+use serde_json::json;
 use tokio::time::Instant;
 
 pub use crate::domain::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
@@ -27,16 +30,18 @@ use crate::domain::delivery::{
     MessageRecord, MessageState, Outcome, RecoverTask, Trigger,
 };
 use crate::domain::endpoint::Endpoint;
-use crate::domain::event::DeliveryMessage;
+use crate::domain::event::{DeliveryMessage, Event, EventType};
 use crate::domain::queue_body::QueueBody;
 use crate::domain::retry::{human_duration, NextStep};
 use crate::domain::secret::WebhookSecret;
 use crate::domain::signature::sign_with_each;
 use crate::domain::OrgId;
+use crate::metrics::{MetricSet, Unit};
 use crate::ports::{
-    DeliveryLog, DeliveryQueue, EndpointStore, QueueConsumer, SecretCipher, SecretContext,
-    MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
+    DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, QueueConsumer, SecretCipher,
+    SecretContext, MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
 };
+use crate::publish::publish_event;
 use crate::time::{now_rfc3339, rfc3339_from_millis, unix_millis_now, unix_seconds_now};
 
 /// Kept free at the end of an invocation for settling what was attempted (the store and queue
@@ -122,13 +127,17 @@ pub struct Deliverer<S, C> {
     client: WebhookClient,
     config: DeliveryConfig,
     secrets: SecretCache,
+    /// Operational events stored in the outbox and waiting for the next settle to publish
+    /// them (whichever batch settles next; the relay publishes any a crash leaves behind).
+    notices: Mutex<Vec<(OrgId, Event)>>,
 }
 
-impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
+impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S, C> {
     pub fn new(store: S, cipher: C, config: DeliveryConfig) -> Result<Self, ClientBuildError> {
         Ok(Self {
             client: WebhookClient::new(&config)?,
             secrets: SecretCache::new(config.secret_cache_ttl),
+            notices: Mutex::new(Vec::new()),
             store,
             cipher,
             config,
@@ -230,6 +239,8 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 Err(_) => tracing::error!(attempts = entries.len(), "attempt records not written within {LOG_WRITE_BUDGET:?}; the messages are settled all the same"),
             }
         }
+        self.emit_metrics(&group);
+        self.publish_notices(consumer).await;
         let mut settled: Vec<bool> = group
             .iter()
             .map(|d| !matches!(d.settle, Settle::Leave))
@@ -386,7 +397,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 )
             }
             (Outcome::Delivered, None) => {
-                tracing::info!(message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, latency_ms = facts.latency.as_millis() as u64, "delivered {id} ({}) to {endpoint} on attempt {attempt}: HTTP {}", message.event_type, facts.status.unwrap_or_default());
+                tracing::info!(message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, latency_ms = facts.latency.as_millis() as u64, trace_id = trace_id(&message), "delivered {id} ({}) to {endpoint} on attempt {attempt}: HTTP {}", message.event_type, facts.status.unwrap_or_default());
                 (Settle::Acknowledge, MessageState::Delivered, None)
             }
             (Outcome::Gone, None) => {
@@ -407,7 +418,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                         unix_millis_now() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     tracing::warn!(
                         message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, outcome = facts.outcome.as_str(),
-                        error = facts.error.as_deref().unwrap_or(""), next_attempt_in = %human_duration(delay),
+                        error = facts.error.as_deref().unwrap_or(""), next_attempt_in = %human_duration(delay), trace_id = trace_id(&message),
                         "attempt {attempt} of {} for {id} to {endpoint} failed: {}; next attempt in {}",
                         self.config.schedule.max_attempts(), facts.error.as_deref().unwrap_or(""), human_duration(delay)
                     );
@@ -424,9 +435,19 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                     // A subscriber that stayed down is its owner's to fix, not a fault of ours
                     // (the DLQ alarm is the operator's signal): a warning.
                     tracing::warn!(
-                        message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, error = facts.error.as_deref().unwrap_or(""),
+                        message_id = %id, endpoint_id = %endpoint, attempt, status = facts.status, error = facts.error.as_deref().unwrap_or(""), trace_id = trace_id(&message),
                         "attempt {attempt} for {id} to {endpoint} failed: {}; no attempts left, dead-lettered", facts.error.as_deref().unwrap_or("")
                     );
+                    // Not for an operational event itself: failures must not breed failures.
+                    if !EventType::OPERATIONAL.contains(&message.event_type) {
+                        let data = json!({
+                            "endpointId": endpoint, "messageId": id, "eventId": message.event_id,
+                            "eventType": message.event_type, "attempts": attempt,
+                            "lastStatus": facts.status, "lastError": facts.error,
+                        });
+                        self.announce(&org, EventType::MessageFailed, data, None)
+                            .await;
+                    }
                     (
                         self.dead_letter(
                             &message,
@@ -521,6 +542,7 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 last_error: facts.error.clone(),
                 updated_at: now_rfc3339(),
                 expires_at,
+                trace: message.trace.clone(),
             }),
         }
     }
@@ -680,6 +702,9 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 timestamp,
                 signature: &signature,
                 headers: &endpoint.headers,
+                // A new span per attempt, in the producer's trace.
+                traceparent: message.trace.as_ref().and_then(|t| t.child().ok()),
+                tracestate: message.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
                 body,
             })
             .await;
@@ -782,6 +807,123 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         Ok(secrets)
     }
 
+    /// Stores an operational event about one of `org`'s endpoints in the outbox and holds it
+    /// for the next settle to publish (to the org's other endpoints subscribed to it). With
+    /// `metric`, counts it (`CircuitsOpened`, `EndpointsDisabled`) in a line of its own.
+    async fn announce(
+        &self,
+        org: &OrgId,
+        event_type: EventType,
+        data: serde_json::Value,
+        metric: Option<&'static str>,
+    ) {
+        if let Some(name) = metric {
+            let mut set = MetricSet::default();
+            set.add(name, Unit::Count, 1.0);
+            set.property("orgId", org.as_str());
+            set.property("endpointId", data["endpointId"].clone());
+            self.config.metrics.emit(&set);
+        }
+        let event = match Event::new(event_type, data) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "could not make the {event_type} event");
+                return;
+            }
+        };
+        if let Err(error) = self.store.add_event(org, &event).await {
+            tracing::warn!(event_id = %event.id, %error, "could not store the {event_type} event in the outbox; publishing it now only");
+        }
+        if let Ok(mut notices) = self.notices.lock() {
+            notices.push((org.clone(), event));
+        }
+    }
+
+    /// Publishes the operational events held so far and clears them from the outbox. One
+    /// that cannot be published now stays in the outbox for the relay.
+    async fn publish_notices(&self, queue: &impl DeliveryQueue) {
+        let notices = match self.notices.lock() {
+            Ok(mut notices) => std::mem::take(&mut *notices),
+            Err(_) => return,
+        };
+        for (org, event) in notices {
+            match publish_event(&self.store, queue, &org, &event).await {
+                Ok(report) => {
+                    tracing::info!(org_id = %org, event_id = %event.id, endpoints = report.endpoints, "{} published to {} endpoint(s)", event.event_type, report.endpoints);
+                    if let Err(error) = self.store.clear_event(&org, &event.id).await {
+                        tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay publishes it again with the same message ids");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(org_id = %org, event_id = %event.id, %error, "{} not published yet; it stays in the outbox for the relay", event.event_type)
+                }
+            }
+        }
+    }
+
+    /// One EMF line per endpoint and outcome among the group's attempts: `Attempts` by
+    /// `Outcome`, `AttemptLatency` of the POSTs made, `EndToEndLatency` (event time to
+    /// delivered) and `DeadLetters`, with the org and endpoint as properties.
+    fn emit_metrics(&self, group: &[Decided]) {
+        let now = unix_millis_now();
+        let mut sets: BTreeMap<(String, String, &'static str), MetricSet> = BTreeMap::new();
+        let mut unattributed_dead_letters = 0.0;
+        for decided in group {
+            let dead = f64::from(u8::from(matches!(decided.settle, Settle::DeadLetter(_))));
+            let Some(log) = &decided.log else {
+                unattributed_dead_letters += dead;
+                continue;
+            };
+            let attempt = &log.attempt;
+            let outcome = attempt.outcome.as_str();
+            let key = (
+                attempt.org.as_str().to_owned(),
+                attempt.endpoint_id.as_str().to_owned(),
+                outcome,
+            );
+            let set = sets.entry(key).or_insert_with(|| {
+                let mut set = MetricSet::default().dimension("Outcome", outcome);
+                set.property("orgId", attempt.org.as_str());
+                set.property("endpointId", attempt.endpoint_id.as_str());
+                set
+            });
+            set.add_by_dimension("Attempts", Unit::Count, 1.0);
+            if matches!(
+                attempt.outcome,
+                Outcome::Delivered | Outcome::Failed | Outcome::Gone
+            ) {
+                set.add(
+                    "AttemptLatency",
+                    Unit::Milliseconds,
+                    attempt.latency_ms as f64,
+                );
+            }
+            if attempt.outcome == Outcome::Delivered {
+                let event_time = log
+                    .message
+                    .as_ref()
+                    .and_then(|m| crate::time::parse_rfc3339(&m.timestamp))
+                    .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
+                if let Some(event_time) = event_time {
+                    set.add(
+                        "EndToEndLatency",
+                        Unit::Milliseconds,
+                        now.saturating_sub(event_time) as f64,
+                    );
+                }
+            }
+            set.add("DeadLetters", Unit::Count, dead);
+        }
+        for set in sets.values() {
+            self.config.metrics.emit(set);
+        }
+        if unattributed_dead_letters > 0.0 {
+            let mut set = MetricSet::default();
+            set.add("DeadLetters", Unit::Count, unattributed_dead_letters);
+            self.config.metrics.emit(&set);
+        }
+    }
+
     async fn note_success(&self, org: &OrgId, endpoint: &Endpoint) {
         let now = unix_millis_now();
         let health = &endpoint.health;
@@ -842,8 +984,20 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
                 until_millis: now + u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX / 2),
             };
             match self.store.change_health(org, &endpoint.id, change).await {
-                Ok(Some(_)) => {
-                    tracing::warn!(endpoint_id = %endpoint.id, failure_streak = health.failure_streak, circuit_open_for = %human_duration(open_for), "the circuit of {} opened for {} after {} consecutive failures", endpoint.id, human_duration(open_for), health.failure_streak)
+                Ok(Some(opened)) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, failure_streak = health.failure_streak, circuit_open_for = %human_duration(open_for), "the circuit of {} opened for {} after {} consecutive failures", endpoint.id, human_duration(open_for), health.failure_streak);
+                    let data = json!({
+                        "endpointId": endpoint.id, "url": endpoint.url,
+                        "failureStreak": health.failure_streak,
+                        "openUntil": opened.circuit_open_until.map(rfc3339_from_millis),
+                    });
+                    self.announce(
+                        org,
+                        EventType::EndpointCircuitOpened,
+                        data,
+                        Some("CircuitsOpened"),
+                    )
+                    .await;
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -860,19 +1014,25 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
         reason: DisabledReason,
         failing_since_before: Option<u64>,
     ) {
+        let at = now_rfc3339();
         match self
             .store
-            .disable_endpoint(
-                org,
-                &endpoint.id,
-                reason,
-                &now_rfc3339(),
-                failing_since_before,
-            )
+            .disable_endpoint(org, &endpoint.id, reason, &at, failing_since_before)
             .await
         {
             Ok(true) => {
-                tracing::warn!(endpoint_id = %endpoint.id, disabled_reason = reason.as_str(), "endpoint {} disabled: {}", endpoint.id, reason.as_str())
+                tracing::warn!(endpoint_id = %endpoint.id, disabled_reason = reason.as_str(), "endpoint {} disabled: {}", endpoint.id, reason.as_str());
+                let data = json!({
+                    "endpointId": endpoint.id, "url": endpoint.url,
+                    "disabledReason": reason.as_str(), "disabledAt": at,
+                });
+                self.announce(
+                    org,
+                    EventType::EndpointDisabled,
+                    data,
+                    Some("EndpointsDisabled"),
+                )
+                .await;
             }
             Ok(false) => {}
             Err(error) => {
@@ -880,6 +1040,11 @@ impl<S: EndpointStore + DeliveryLog, C: SecretCipher> Deliverer<S, C> {
             }
         }
     }
+}
+
+/// The trace id a message carries, for its log lines (empty when none).
+fn trace_id(message: &DeliveryMessage) -> &str {
+    message.trace.as_ref().map_or("", |t| t.trace_id())
 }
 
 /// Consecutive ranges of items, each within one batched send: at most [`MAX_ENQUEUE_BATCH`]

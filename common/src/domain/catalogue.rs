@@ -17,6 +17,26 @@ pub struct EventTypeInfo {
     pub schema: Value,
 }
 
+const ENDPOINT_ID: &str = "^ep_[0-9A-HJKMNP-TV-Z]{26}$";
+
+/// An operational event's `data`: `endpointId` (the endpoint it is about) and `properties`.
+fn operational_schema(event_type: EventType, required: &[&str], properties: Value) -> Value {
+    let mut all = json!({ "endpointId": { "type": "string", "pattern": ENDPOINT_ID } });
+    if let (Some(all), Some(more)) = (all.as_object_mut(), properties.as_object()) {
+        all.extend(more.clone());
+    }
+    let mut required: Vec<&str> = required.to_vec();
+    required.insert(0, "endpointId");
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": format!("{} data", event_type.as_str()),
+        "type": "object",
+        "required": required,
+        "additionalProperties": false,
+        "properties": all
+    })
+}
+
 /// A booking as the API shows it; `status` is `cancelled` in `booking.cancelled`, with
 /// `cancelledAt` and, when one was given, `reason`.
 fn booking_object(status: &[&str]) -> Value {
@@ -96,6 +116,15 @@ impl EventType {
             EventType::WebhookTest => {
                 "Sent to one endpoint by POST /webhooks/{id}/test, whatever it subscribes to, to try it."
             }
+            EventType::EndpointDisabled => {
+                "One of your endpoints was disabled (it answered 410, kept failing, or was disabled by hand); it gets nothing until enabled again. Never sent to that endpoint."
+            }
+            EventType::EndpointCircuitOpened => {
+                "One of your endpoints failed several times in a row: its deliveries pause until a probe succeeds. Never sent to that endpoint."
+            }
+            EventType::MessageFailed => {
+                "A message to one of your endpoints failed its last attempt and is dead; recover it with POST /webhooks/{id}/recover. Never sent to that endpoint."
+            }
         }
     }
 
@@ -112,10 +141,46 @@ impl EventType {
                 "required": ["endpointId", "sentAt"],
                 "additionalProperties": false,
                 "properties": {
-                    "endpointId": { "type": "string", "pattern": "^ep_[0-9A-HJKMNP-TV-Z]{26}$" },
+                    "endpointId": { "type": "string", "pattern": ENDPOINT_ID },
                     "sentAt": { "type": "string", "format": "date-time" }
                 }
             }),
+            EventType::EndpointDisabled => operational_schema(
+                self,
+                &["url", "disabledReason", "disabledAt"],
+                json!({
+                    "url": { "type": "string", "format": "uri" },
+                    "disabledReason": { "enum": ["gone", "failing", "manual"] },
+                    "disabledAt": { "type": "string", "format": "date-time" }
+                }),
+            ),
+            EventType::EndpointCircuitOpened => operational_schema(
+                self,
+                &["url", "failureStreak", "openUntil"],
+                json!({
+                    "url": { "type": "string", "format": "uri" },
+                    "failureStreak": { "type": "integer", "minimum": 1 },
+                    "openUntil": { "type": "string", "format": "date-time" }
+                }),
+            ),
+            EventType::MessageFailed => operational_schema(
+                self,
+                &[
+                    "messageId",
+                    "eventType",
+                    "attempts",
+                    "lastStatus",
+                    "lastError",
+                ],
+                json!({
+                    "messageId": { "type": "string", "pattern": "^msg_[0-9A-Za-z]+$" },
+                    "eventId": { "type": "string" },
+                    "eventType": { "type": "string" },
+                    "attempts": { "type": "integer", "minimum": 1 },
+                    "lastStatus": { "type": ["integer", "null"] },
+                    "lastError": { "type": ["string", "null"] }
+                }),
+            ),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::event::DeliveryMessage;
 use super::id::{EndpointId, EventId, MessageId};
 use super::queue_body::{sqs_accepts, QueueBody};
+use super::trace::TraceContext;
 use super::OrgId;
 
 /// Receives of one queue message after which the queue gives up on it and moves it, as it is,
@@ -368,6 +369,8 @@ pub struct MessageRecord {
     pub updated_at: String,
     /// Unix seconds after which the store may delete it (DynamoDB TTL).
     pub expires_at: i64,
+    /// The producer's trace, so a resent or recovered message stays in it.
+    pub trace: Option<TraceContext>,
 }
 
 impl MessageRecord {
@@ -387,6 +390,7 @@ impl MessageRecord {
             event_type: self.event_type.parse().ok()?,
             timestamp: self.timestamp.clone(),
             data: self.data.clone(),
+            trace: self.trace.clone(),
         })
     }
 }

@@ -21,9 +21,9 @@ pub const MAX_CUSTOM_HEADERS: usize = 20;
 pub const MAX_HEADER_VALUE_LEN: usize = 1024;
 /// Header names a custom header may not take, because they would change what the Standard
 /// Webhooks contract or HTTP itself says about the request: the hop-by-hop headers of
-/// RFC 9110 section 7.6.1 and RFC 2616 section 13.5.1, and those we set. Names starting with
-/// `webhook-` are refused too.
-pub const RESERVED_HEADERS: [&str; 14] = [
+/// RFC 9110 section 7.6.1 and RFC 2616 section 13.5.1, and those we set (the W3C trace
+/// context included). Names starting with `webhook-` are refused too.
+pub const RESERVED_HEADERS: [&str; 16] = [
     "content-type",
     "content-length",
     "host",
@@ -38,6 +38,8 @@ pub const RESERVED_HEADERS: [&str; 14] = [
     "trailer",
     "trailers",
     "upgrade",
+    "traceparent",
+    "tracestate",
 ];
 
 /// An endpoint's custom headers, sent with every delivery: lower-case names to values. They

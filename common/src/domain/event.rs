@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::Trigger;
 use super::id::{EndpointId, EventId, MessageId, RandomError};
+use super::trace::TraceContext;
 use super::OrgId;
 use crate::time::now_rfc3339;
 
@@ -22,21 +23,49 @@ pub enum EventType {
     /// Sent by `POST /webhooks/{id}/test` to that endpoint only; nobody subscribes to it.
     #[serde(rename = "webhook.test")]
     WebhookTest,
+    /// Operational: one of the org's endpoints was disabled (410, failing too long, by hand).
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
+    /// Operational: an endpoint's circuit opened after consecutive failures.
+    #[serde(rename = "endpoint.circuit.opened")]
+    EndpointCircuitOpened,
+    /// Operational: a message is dead after its last attempt.
+    #[serde(rename = "message.failed")]
+    MessageFailed,
 }
 
 impl EventType {
     /// The catalogue: every type a message can carry.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 7] = [
         EventType::BookingCreated,
         EventType::BookingUpdated,
         EventType::BookingCancelled,
         EventType::WebhookTest,
+        EventType::EndpointDisabled,
+        EventType::EndpointCircuitOpened,
+        EventType::MessageFailed,
     ];
     /// The types an endpoint can subscribe to.
-    pub const SUBSCRIBABLE: [EventType; 3] = [
+    pub const SUBSCRIBABLE: [EventType; 6] = [
         EventType::BookingCreated,
         EventType::BookingUpdated,
         EventType::BookingCancelled,
+        EventType::EndpointDisabled,
+        EventType::EndpointCircuitOpened,
+        EventType::MessageFailed,
+    ];
+    /// What the product publishes about bookings.
+    pub const BOOKING_EVENTS: [EventType; 3] = [
+        EventType::BookingCreated,
+        EventType::BookingUpdated,
+        EventType::BookingCancelled,
+    ];
+    /// What the platform publishes about an org's own endpoints and messages. Never sent to
+    /// the endpoint it is about (see [`Event::subject_endpoint`]).
+    pub const OPERATIONAL: [EventType; 3] = [
+        EventType::EndpointDisabled,
+        EventType::EndpointCircuitOpened,
+        EventType::MessageFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +74,9 @@ impl EventType {
             EventType::BookingUpdated => "booking.updated",
             EventType::BookingCancelled => "booking.cancelled",
             EventType::WebhookTest => "webhook.test",
+            EventType::EndpointDisabled => "endpoint.disabled",
+            EventType::EndpointCircuitOpened => "endpoint.circuit.opened",
+            EventType::MessageFailed => "message.failed",
         }
     }
 }
@@ -79,6 +111,9 @@ pub struct Event {
     pub event_type: EventType,
     pub timestamp: String,
     pub data: serde_json::Value,
+    /// The trace of the request that produced it, carried to every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl Event {
@@ -88,7 +123,22 @@ impl Event {
             event_type,
             timestamp: now_rfc3339(),
             data,
+            trace: None,
         })
+    }
+
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The endpoint an operational event is about (its `data.endpointId`), which never gets
+    /// it: an endpoint that is failing would not take the news, and would only fail again.
+    pub fn subject_endpoint(&self) -> Option<EndpointId> {
+        if !EventType::OPERATIONAL.contains(&self.event_type) {
+            return None;
+        }
+        self.data["endpointId"].as_str().and_then(EndpointId::parse)
     }
 
     /// The message that carries this event to `endpoint_id`; the same on every publish.
@@ -105,6 +155,7 @@ impl Event {
             event_type: self.event_type,
             timestamp: self.timestamp.clone(),
             data: self.data.clone(),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -151,6 +202,9 @@ pub struct DeliveryMessage {
     pub event_type: EventType,
     pub timestamp: String,
     pub data: serde_json::Value,
+    /// The producer's trace context (absent in messages written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// What the subscriber receives, in this field order.
@@ -242,6 +296,7 @@ mod tests {
             event_type: EventType::BookingCreated,
             timestamp: "2026-01-01T00:00:00.000Z".into(),
             data: serde_json::json!({"booking": {"id": "bk_1"}}),
+            trace: None,
         };
         assert_eq!(
             message.payload().unwrap(),

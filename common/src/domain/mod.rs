@@ -12,6 +12,7 @@ pub mod retry;
 pub mod secret;
 pub mod signature;
 pub mod target;
+pub mod trace;
 pub mod validation;
 
 use std::fmt;

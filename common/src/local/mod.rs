@@ -25,6 +25,7 @@ use crate::delivery::Deliverer;
 use crate::domain::delivery::MAX_RECEIVES;
 use crate::domain::id::random_hex;
 use crate::domain::OrgId;
+use crate::metrics::Metrics;
 use crate::ports::{
     BookingStore, DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, SecretCipher,
 };
@@ -247,8 +248,12 @@ async fn serve(args: ServeArgs) -> Result<(), LocalError> {
         strict,
         relaxed_by_default: !aws,
     };
-    let api_config = ApiConfig::from_source(&source)?;
-    let delivery_config = DeliveryConfig::from_source(&source)?;
+    let mut api_config = ApiConfig::from_source(&source)?;
+    let mut delivery_config = DeliveryConfig::from_source(&source)?;
+    // Totals in memory, for GET /local/metrics, instead of EMF lines in the terminal.
+    let metrics = Metrics::in_memory(api_config.metrics.namespace());
+    api_config.metrics = metrics.clone();
+    delivery_config.metrics = metrics;
     let (jwt_secret, generated) = match ProcessEnv.get(JWT_SECRET_VAR) {
         Some(secret) => (secret, false),
         None => {
@@ -368,6 +373,7 @@ async fn run_system<S, C, Q, W>(
     W: worker::Receiver + 'static,
 {
     let (stop, stopped) = watch::channel(false);
+    let metrics = api.metrics().clone();
     let worker = tokio::spawn(worker::run(Arc::new(deliverer), consumer, stopped.clone()));
     let relay = tokio::spawn({
         let mut stopped = stopped.clone();
@@ -380,8 +386,9 @@ async fn run_system<S, C, Q, W>(
                 // Stopping mid-run is safe: what was not relayed stays in the outbox.
                 tokio::select! {
                     relayed = relay_pending_events(&store, producer.as_ref(), relay_min_age) => {
-                        if let Err(error) = relayed {
-                            tracing::error!(%error, "outbox relay failed");
+                        match relayed {
+                            Ok(report) => metrics.emit(&report.metrics()),
+                            Err(error) => tracing::error!(%error, "outbox relay failed"),
                         }
                     }
                     _ = stopped.changed() => return,

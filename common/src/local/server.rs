@@ -68,6 +68,11 @@ where
         }
     }
 
+    /// Where the API's (and, sharing it, the worker's) metrics go.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.config.metrics
+    }
+
     /// Routes one request to its handler.
     pub async fn handle(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let method = request.method().clone();
@@ -144,6 +149,7 @@ where
             }
             (&Method::GET, ["event-types"]) => api::list_event_types(config, request).await,
             (&Method::GET, ["local", "dead-letters"]) => self.dead_letters(&request),
+            (&Method::GET, ["local", "metrics"]) => self.metrics_totals(&request),
             (&Method::POST, ["local", "dead-letters", "replay"]) => {
                 self.replay_dead_letters(&request)
             }
@@ -162,6 +168,16 @@ where
     }
 
     /// The caller's org's dead letters (local runner only; on AWS they sit in the DLQ).
+    /// `GET /local/metrics`: what the functions report as EMF in AWS, as running totals since
+    /// the runner started (counts by metric, and by outcome for `Attempts`; count, p50, p99
+    /// and max of each latency).
+    fn metrics_totals(&self, request: &lambda_http::Request) -> Response<Body> {
+        match org_from_claims(request, &self.config.org_id_claim) {
+            Ok(_) => json_response(StatusCode::OK, &self.config.metrics.totals()),
+            Err(error) => error_response(&error),
+        }
+    }
+
     fn dead_letters(&self, request: &lambda_http::Request) -> Response<Body> {
         let org = match org_from_claims(request, &self.config.org_id_claim) {
             Ok(org) => org,
@@ -446,6 +462,7 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["bookings", id] if !id.is_empty() => Some("GET, PATCH"),
         ["bookings", id, "cancel"] if !id.is_empty() => Some("POST"),
         ["local", "dead-letters"] => Some("GET"),
+        ["local", "metrics"] => Some("GET"),
         ["local", "dead-letters", "replay"] => Some("POST"),
         _ => None,
     }

@@ -65,7 +65,7 @@ pub async fn run<S, C, R>(
     queue: Arc<R>,
     mut stopped: watch::Receiver<bool>,
 ) where
-    S: EndpointStore + DeliveryLog + 'static,
+    S: EndpointStore + DeliveryLog + crate::ports::EventOutbox + 'static,
     C: SecretCipher + 'static,
     R: Receiver + 'static,
 {

@@ -243,6 +243,8 @@ pub fn message(n: u32) -> DeliveryMessage {
         event_type: EventType::BookingCreated,
         timestamp: "2030-01-01T00:00:00.000Z".into(),
         data: serde_json::json!({ "n": n }),
+
+        trace: None,
     }
 }
 

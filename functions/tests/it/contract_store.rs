@@ -611,6 +611,7 @@ fn log_entry(
             last_error: Some("HTTP 503: busy".into()),
             updated_at: format!("2030-01-01T00:00:0{attempt}.500Z"),
             expires_at: 4_102_444_800,
+            trace: None,
         }),
     }
 }

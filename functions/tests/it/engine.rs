@@ -42,6 +42,7 @@ pub fn config(schedule: &str) -> DeliveryConfig {
         },
         disable_after: Duration::from_secs(5 * 86_400),
         retention: Duration::from_secs(30 * 86_400),
+        metrics: common::metrics::Metrics::in_memory("WebhooksTest"),
     }
 }
 
@@ -82,7 +83,7 @@ impl Rig<DynamoStore, KmsCipher, SqsPair> {
 
 impl<S, C, Q> Rig<S, C, Q>
 where
-    S: EndpointStore + DeliveryLog,
+    S: EndpointStore + DeliveryLog + common::ports::EventOutbox,
     C: SecretCipher,
     Q: TestQueue,
 {

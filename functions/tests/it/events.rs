@@ -244,5 +244,7 @@ fn logged_message(
         last_error: None,
         updated_at: "2030-03-31T08:00:01.000Z".into(),
         expires_at: common::time::unix_seconds_now() + 3600,
+
+        trace: None,
     }
 }

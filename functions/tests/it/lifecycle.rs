@@ -23,12 +23,12 @@ use crate::contract_queue::TestQueue;
 use crate::contract_store::org;
 use crate::engine::{config, Rig};
 
-fn local_api() -> ApiConfig {
+pub(crate) fn local_api() -> ApiConfig {
     api_config(TargetPolicy::LOCAL_DEVELOPMENT)
 }
 
 /// Status, JSON body, and whether the answer was a replay (`Idempotent-Replayed: true`).
-fn answer(response: Response<Body>) -> (u16, Value, bool) {
+pub(crate) fn answer(response: Response<Body>) -> (u16, Value, bool) {
     let replayed = response
         .headers()
         .get("idempotent-replayed")
@@ -47,7 +47,7 @@ where
     C: SecretCipher,
     Q: TestQueue,
 {
-    async fn create_endpoint(
+    pub(crate) async fn create_endpoint(
         &self,
         org_name: &str,
         key: Option<&str>,
@@ -86,7 +86,7 @@ where
         )
     }
 
-    async fn post_booking(
+    pub(crate) async fn post_booking(
         &self,
         org_name: &str,
         key: Option<&str>,
@@ -129,7 +129,7 @@ where
     }
 
     /// Delivers until the queue has stayed empty for a while.
-    async fn deliver_everything(&self) {
+    pub(crate) async fn deliver_everything(&self) {
         let mut quiet = 0;
         while quiet < 2 {
             if self.deliver_once(Duration::from_millis(300)).await == 0 {
@@ -596,7 +596,7 @@ where
             types.push(payload["type"].as_str().unwrap().to_owned());
         }
         types.sort();
-        let mut expected: Vec<String> = EventType::SUBSCRIBABLE
+        let mut expected: Vec<String> = EventType::BOOKING_EVENTS
             .iter()
             .map(|t| t.as_str().to_owned())
             .collect();

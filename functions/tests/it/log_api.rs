@@ -39,7 +39,7 @@ fn request(method: &str, route: &str, org_name: &str, endpoint: &EndpointId) -> 
 
 impl<S, C, Q> Rig<S, C, Q>
 where
-    S: EndpointStore + DeliveryLog + IdempotencyStore,
+    S: EndpointStore + DeliveryLog + IdempotencyStore + common::ports::EventOutbox,
     C: SecretCipher,
     Q: TestQueue,
 {
@@ -387,6 +387,7 @@ where
                     last_error: Some("HTTP 500".into()),
                     updated_at: event.timestamp,
                     expires_at: common::time::unix_seconds_now() + 3600,
+                    trace: None,
                 }
             })
             .collect();
@@ -555,7 +556,7 @@ async fn the_catalogue_describes_what_is_sent() {
     let booking_id = created.data["booking"]["id"].as_str().unwrap().to_owned();
     let path = format!("/bookings/{booking_id}");
     let every_booking_event = EndpointChanges {
-        events: Some(EventType::SUBSCRIBABLE.to_vec()),
+        events: Some(EventType::BOOKING_EVENTS.to_vec()),
         ..Default::default()
     };
     store
@@ -591,14 +592,14 @@ async fn the_catalogue_describes_what_is_sent() {
         sent.push(serde_json::from_str(&message.body).unwrap());
     }
     let types: Vec<EventType> = sent.iter().map(|m| m.event_type).collect();
-    assert_eq!(types, EventType::SUBSCRIBABLE);
+    assert_eq!(types, EventType::BOOKING_EVENTS);
     assert_eq!(
         sent[1].data["changes"],
         json!(["notes"]),
         "only what changed"
     );
     for message in &sent {
-        for t in EventType::SUBSCRIBABLE {
+        for t in EventType::BOOKING_EVENTS {
             let errors = validate_json_schema(&t.data_schema(), &message.data);
             assert_eq!(
                 errors.is_empty(),

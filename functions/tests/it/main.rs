@@ -12,5 +12,6 @@ mod lifecycle;
 mod local_runner;
 mod log_api;
 mod logs;
+mod observability;
 mod pipeline;
 mod template;

@@ -43,6 +43,7 @@ fn delivery_config(targets: TargetPolicy, schedule: &str) -> DeliveryConfig {
         },
         disable_after: Duration::from_secs(5 * 86_400),
         retention: Duration::from_secs(30 * 86_400),
+        metrics: common::metrics::Metrics::in_memory("WebhooksTest"),
     }
 }
 
@@ -939,6 +940,8 @@ async fn failed_post(client: &common::delivery::WebhookClient, url: &str) -> Str
             timestamp: 1,
             signature: "v1,x",
             headers: &Default::default(),
+            traceparent: None,
+            tracestate: None,
             body: "{}".into(),
         })
         .await;

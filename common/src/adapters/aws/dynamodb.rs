@@ -30,6 +30,7 @@ use crate::domain::id::{random_hex, BookingId, EndpointId, EventId, MessageId};
 use crate::domain::idempotency::{
     IdempotencyCompletion, IdempotencyRecord, KeyState, StoredResponse,
 };
+use crate::domain::trace::TraceContext;
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
@@ -913,6 +914,7 @@ fn event_item(org: &OrgId, event: &Event) -> Result<Item, StoreError> {
             AttributeValue::N((unix_seconds_now() + OUTBOX_TTL_SECS).to_string()),
         ),
     ]);
+    put_trace(&mut item, event.trace.as_ref());
     Ok(item)
 }
 
@@ -947,6 +949,7 @@ fn event_from_item(item: &Item) -> Result<(OrgId, Event), StoreError> {
             .map_err(|_| corrupt("unknown event type"))?,
         timestamp: text(item, "timestamp")?.to_owned(),
         data: serde_json::from_str(text(item, "data")?).map_err(|e| corrupt(&e.to_string()))?,
+        trace: trace_from(item),
     };
     Ok((org, event))
 }
@@ -1264,6 +1267,18 @@ impl EventOutbox for DynamoStore {
         applied(result).map(|_| ())
     }
 
+    async fn add_event(&self, org: &OrgId, event: &Event) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(org, event)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
         self.client
             .delete_item()
@@ -1387,7 +1402,22 @@ fn message_item(record: &MessageRecord) -> Result<Item, StoreError> {
     );
     optional(&mut item, "lastStatus", record.last_status.map(n));
     optional(&mut item, "lastError", record.last_error.clone().map(s));
+    put_trace(&mut item, record.trace.as_ref());
     Ok(item)
+}
+
+/// The W3C trace context of an event or message, as `traceparent` and `tracestate`.
+fn put_trace(item: &mut Item, trace: Option<&TraceContext>) {
+    if let Some(trace) = trace {
+        item.insert("traceparent".to_owned(), s(&trace.traceparent));
+        optional(item, "tracestate", trace.tracestate.clone().map(s));
+    }
+}
+
+fn trace_from(item: &Item) -> Option<TraceContext> {
+    let traceparent = item.get("traceparent").and_then(|v| v.as_s().ok())?;
+    let tracestate = item.get("tracestate").and_then(|v| v.as_s().ok());
+    TraceContext::parse(traceparent, tracestate.map(String::as_str))
 }
 
 fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreError> {
@@ -1411,6 +1441,7 @@ fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreErr
         last_error: optional_text("lastError"),
         updated_at: text(item, "updatedAt")?.to_owned(),
         expires_at: number(item, "expiresAt").unwrap_or(0),
+        trace: trace_from(item),
     })
 }
 

@@ -538,6 +538,15 @@ impl EventOutbox for MemoryStore {
         Ok(())
     }
 
+    async fn add_event(&self, org: &OrgId, event: &Event) -> Result<(), StoreError> {
+        let mut outbox = self.events.lock().map_err(poisoned)?;
+        if outbox.due_of.contains_key(&event.id) {
+            return Err(StoreError::Conflict);
+        }
+        outbox.add(org, event);
+        Ok(())
+    }
+
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {
         let mut outbox = self.events.lock().map_err(poisoned)?;
         let Some(due) = outbox.due_of.get(id).copied() else {
