@@ -128,7 +128,7 @@ pub fn metrics(source: &impl Source) -> Result<Metrics, ConfigError> {
     let namespace = source
         .get(METRICS_NAMESPACE)
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    if namespace.len() > 255 || namespace.starts_with("AWS/") {
+    if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
         return Err(ConfigError::Invalid {
             name: METRICS_NAMESPACE,
             reason: "must be 1 to 255 characters and not start with AWS/".into(),

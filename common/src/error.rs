@@ -56,7 +56,7 @@ pub enum ApiError {
     Conflict,
     #[error("This organization already has the maximum of {0} webhook endpoints; delete one before creating another")]
     EndpointLimit(usize),
-    /// A dependency failed; details go to the log, not to the client.
+    /// The route needs an enabled endpoint.
     #[error("This endpoint is disabled; enable it with PATCH /webhooks/{{id}} {{\"disabled\": false}} first")]
     EndpointDisabled,
     /// A 409 whose reason the text gives.
@@ -68,6 +68,7 @@ pub enum ApiError {
     IdempotencyKeyInUse,
     #[error("This Idempotency-Key was used in the last 24 hours with a different request (method, path or body); send a new key for a new request")]
     IdempotencyKeyReused,
+    /// A dependency failed; details go to the log, not to the client.
     #[error("Service unavailable, try again")]
     Unavailable,
     #[error("Internal error")]

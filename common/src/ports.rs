@@ -106,7 +106,7 @@ pub trait EndpointStore: Send + Sync {
 
     /// Replaces an endpoint's secret by `new_ciphertext`, keeping `previous` as its previous
     /// secrets, if its secret is still `current_ciphertext` (what the rotation was made from).
-    /// `None` when there is no such endpoint; `StoreError::Conflict` when its secret changed
+    /// `false` when there is no such endpoint; `StoreError::Conflict` when its secret changed
     /// meanwhile (another rotation) or `completion`'s claim is no longer its request's. With
     /// `completion`, the answer is stored under its key in the same write.
     #[allow(clippy::too_many_arguments)]
@@ -119,7 +119,7 @@ pub trait EndpointStore: Send + Sync {
         previous: &[PreviousSecret],
         rotated_at: &str,
         completion: Option<&IdempotencyCompletion>,
-    ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes previous secrets whose grace period is over: keeps only `kept`, if the current
     /// secret is still `current_ciphertext` (a rotation meanwhile wrote its own list). `false`
@@ -187,7 +187,8 @@ pub trait IdempotencyStore: Send + Sync {
         now_millis: u64,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
 
-    /// The record of a key, when there is one and it has not expired.
+    /// The record of a key, when there is one and it has not expired (tests and operators:
+    /// the API reads a record through [`IdempotencyStore::claim_idempotency_key`]).
     fn idempotency_record(
         &self,
         org: &OrgId,

@@ -320,6 +320,7 @@ async fn relay_one(
             }
             tracing::info!(
                 org_id = %org, event_id = %event.id, endpoints = published.endpoints,
+                trace_id = event.trace.as_ref().map_or("", |t| t.trace_id()),
                 "relayed {} {} from the outbox", event.event_type, event.id
             );
             Relayed::Published(published.endpoints)

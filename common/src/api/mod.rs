@@ -130,8 +130,16 @@ pub fn endpoint_id_from_path(request: &Request) -> Result<EndpointId, ApiError> 
 /// the W3C spec asks, never refused.
 pub fn trace_of(request: &Request) -> Option<TraceContext> {
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    // Several tracestate headers are one list (W3C Trace Context, section 3.3.1.1).
+    let tracestate: Vec<&str> = request
+        .headers()
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let tracestate = (!tracestate.is_empty()).then(|| tracestate.join(","));
     header("traceparent")
-        .and_then(|traceparent| TraceContext::parse(traceparent, header("tracestate")))
+        .and_then(|traceparent| TraceContext::parse(traceparent, tracestate.as_deref()))
         .or_else(|| header("x-amzn-trace-id").and_then(TraceContext::from_amzn_trace_id))
         .or_else(|| TraceContext::generate().ok())
 }

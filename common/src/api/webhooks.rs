@@ -12,7 +12,7 @@ use super::{
 };
 use crate::config::ApiConfig;
 use crate::domain::endpoint::{Endpoint, EndpointChanges, NewEndpoint, RotationRequest};
-use crate::domain::id::EndpointId;
+use crate::domain::id::{hex, EndpointId};
 use crate::domain::idempotency::StoredResponse;
 use crate::domain::secret::WebhookSecret;
 use crate::domain::OrgId;
@@ -74,7 +74,13 @@ pub async fn create_webhook(
                 secret_rotated_at: None,
             };
             let completion =
-                guard.completion(StatusCode::CREATED, &json!({ "endpoint": endpoint.view() }));
+                guard.completion(
+                StatusCode::CREATED,
+                &json!({
+                    "endpoint": endpoint.view(),
+                    SECRET_MARKER: ciphertext_digest(&endpoint.secret_ciphertext),
+                }),
+            );
             store
                 .insert_endpoint(&endpoint, config.max_endpoints_per_org, completion.as_ref())
                 .await?;
@@ -130,7 +136,10 @@ pub async fn rotate_webhook_secret(
                 let now = unix_millis_now();
                 let previous = endpoint.previous_secrets_after_rotation(rotation.grace, now);
                 // The stored answer holds no secret: a replay decrypts the endpoint's.
-                let completion = guard.completion(StatusCode::OK, &json!({}));
+                let completion = guard.completion(
+                    StatusCode::OK,
+                    &json!({ SECRET_MARKER: ciphertext_digest(&ciphertext) }),
+                );
                 let rotated = store
                     .rotate_secret(
                         &org,
@@ -143,8 +152,8 @@ pub async fn rotate_webhook_secret(
                     )
                     .await;
                 match rotated {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Err(ApiError::NotFound),
+                    Ok(true) => {}
+                    Ok(false) => return Err(ApiError::NotFound),
                     Err(StoreError::Conflict) => {
                         return Err(ApiError::Conflicting(
                             "The secret was rotated by another request meanwhile; rotate again if you need a secret you have not seen",
@@ -165,10 +174,21 @@ pub async fn rotate_webhook_secret(
     )
 }
 
-/// A stored answer of a route that showed a secret, sent again with the endpoint's current
-/// secret decrypted from its ciphertext (the idempotency record never holds one). `endpoint_of`
-/// names the endpoint from the stored body; `insert` puts the secret in. `404` when the
-/// endpoint is gone: there is no secret left to show.
+/// Where a stored answer that showed a secret names it instead: a digest of the secret's
+/// ciphertext, which reveals nothing of the secret and is removed before the answer is sent
+/// again.
+const SECRET_MARKER: &str = "secretCiphertextSha256";
+
+fn ciphertext_digest(ciphertext: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(ciphertext))
+}
+
+/// A stored answer of a route that showed a secret, sent again with that same secret,
+/// decrypted from the endpoint's ciphertext the answer's [`SECRET_MARKER`] names (the
+/// idempotency record never holds a secret). `endpoint_of` names the endpoint from the stored
+/// body; `insert` puts the secret in. `404` when the endpoint is gone, `409` when that secret
+/// has been rotated away since.
 async fn replay_with_secret(
     store: &impl EndpointStore,
     cipher: &impl SecretCipher,
@@ -179,16 +199,28 @@ async fn replay_with_secret(
 ) -> Result<Response<Body>, ApiError> {
     let mut body: serde_json::Value =
         serde_json::from_str(&stored.body).map_err(|_| ApiError::Internal)?;
+    let marker = body
+        .as_object_mut()
+        .and_then(|fields| fields.remove(SECRET_MARKER))
+        .ok_or(ApiError::Internal)?;
     let id = endpoint_of(&body).ok_or(ApiError::Internal)?;
     let endpoint = store
         .get_endpoint(org, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    // The secret the first answer showed, if the endpoint still has it (current or in a
+    // grace period); a later rotation's secret is never shown in its place.
+    let ciphertext = std::iter::once(&endpoint.secret_ciphertext)
+        .chain(endpoint.previous_secrets.iter().map(|p| &p.ciphertext))
+        .find(|c| marker == ciphertext_digest(c))
+        .ok_or(ApiError::Conflicting(
+            "The secret this request was first answered with has since been rotated away; rotate again for a new one",
+        ))?;
     let context = SecretContext {
         org_id: org,
         endpoint_id: &id,
     };
-    let plaintext = cipher.decrypt(&endpoint.secret_ciphertext, context).await?;
+    let plaintext = cipher.decrypt(ciphertext, context).await?;
     let secret = String::from_utf8(plaintext).map_err(|_| ApiError::Internal)?;
     insert(&mut body, secret);
     Ok(idempotency::replayed(&StoredResponse {

@@ -31,11 +31,13 @@ use crate::domain::delivery::{
 };
 use crate::domain::endpoint::Endpoint;
 use crate::domain::event::{DeliveryMessage, Event, EventType};
+use crate::domain::id::EventId;
 use crate::domain::queue_body::QueueBody;
 use crate::domain::retry::{human_duration, NextStep};
 use crate::domain::secret::WebhookSecret;
 use crate::domain::signature::sign_with_each;
 use crate::domain::OrgId;
+use crate::error::StoreError;
 use crate::metrics::{MetricSet, Unit};
 use crate::ports::{
     DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, QueueConsumer, SecretCipher,
@@ -53,6 +55,8 @@ const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 /// Room a dead letter's attributes take beside its body in a batched send (five attributes, the
 /// error at most 1 KiB).
 const DEAD_LETTER_ATTRIBUTES_ALLOWANCE: usize = 2 * 1024;
+/// The most publishing held operational events may take at the end of a group's settling.
+const NOTICE_BUDGET: Duration = Duration::from_secs(2);
 /// How long a message waits when the store or KMS could not be reached. No attempt is counted:
 /// the subscriber was never tried.
 pub const POSTPONE_DELAY: Duration = Duration::from_secs(30);
@@ -240,7 +244,6 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             }
         }
         self.emit_metrics(&group);
-        self.publish_notices(consumer).await;
         let mut settled: Vec<bool> = group
             .iter()
             .map(|d| !matches!(d.settle, Settle::Leave))
@@ -291,6 +294,14 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 ),
                 Err(error) => tracing::warn!(%error, "could not delete settled messages"),
             }
+        }
+        // After the group is settled, and bounded: they are in the outbox already, so what
+        // is not published now the relay publishes later.
+        if tokio::time::timeout(NOTICE_BUDGET, self.publish_notices(consumer))
+            .await
+            .is_err()
+        {
+            tracing::warn!("operational events not all published within {NOTICE_BUDGET:?}; the relay publishes the rest from the outbox");
         }
         group
             .into_iter()
@@ -386,9 +397,9 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 let error = facts.error.as_deref().unwrap_or("");
                 if reason == DeadLetterReason::RefusedTarget {
                     // The subscriber's URL, not a fault of ours: a warning, like exhausted retries.
-                    tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, error, "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                    tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, error, trace_id = trace_id(&message), "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
                 } else {
-                    tracing::error!(message_id = %id, endpoint_id = %endpoint, attempt, error, "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
+                    tracing::error!(message_id = %id, endpoint_id = %endpoint, attempt, error, trace_id = trace_id(&message), "{id} to {endpoint} dead-lettered after attempt {attempt}: {}", reason.as_str());
                 }
                 (
                     self.dead_letter(&message, reason, attempt, facts.status, facts.error.clone()),
@@ -401,11 +412,11 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 (Settle::Acknowledge, MessageState::Delivered, None)
             }
             (Outcome::Gone, None) => {
-                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, status = 410, "{endpoint} answered 410 Gone to {id}: endpoint disabled, no retry");
+                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, status = 410, trace_id = trace_id(&message), "{endpoint} answered 410 Gone to {id}: endpoint disabled, no retry");
                 (Settle::Acknowledge, MessageState::Failed, None)
             }
             (Outcome::Dropped, None) => {
-                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, "dropped {id} for {endpoint}: {}; not retried", facts.error.as_deref().unwrap_or(""));
+                tracing::warn!(message_id = %id, endpoint_id = %endpoint, attempt, trace_id = trace_id(&message), "dropped {id} for {endpoint}: {}; not retried", facts.error.as_deref().unwrap_or(""));
                 (Settle::Acknowledge, MessageState::Dropped, None)
             }
             (_, None) => match self
@@ -445,8 +456,17 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                             "eventType": message.event_type, "attempts": attempt,
                             "lastStatus": facts.status, "lastError": facts.error,
                         });
-                        self.announce(&org, EventType::MessageFailed, data, None)
-                            .await;
+                        // One event per message and attempt, whatever the redeliveries: its
+                        // id (and so its messages' webhook-id) is derived from them.
+                        let seed = format!("message.failed|{id}|{attempt}");
+                        let event = Event {
+                            id: EventId::derived(&seed, unix_millis_now()),
+                            event_type: EventType::MessageFailed,
+                            timestamp: now_rfc3339(),
+                            data,
+                            trace: None,
+                        };
+                        self.announce(&org, Ok(event), None).await;
                     }
                     (
                         self.dead_letter(
@@ -813,26 +833,32 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
     async fn announce(
         &self,
         org: &OrgId,
-        event_type: EventType,
-        data: serde_json::Value,
+        event: Result<Event, crate::domain::id::RandomError>,
         metric: Option<&'static str>,
     ) {
         if let Some(name) = metric {
             let mut set = MetricSet::default();
             set.add(name, Unit::Count, 1.0);
             set.property("orgId", org.as_str());
-            set.property("endpointId", data["endpointId"].clone());
+            if let Ok(event) = &event {
+                set.property("endpointId", event.data["endpointId"].clone());
+            }
             self.config.metrics.emit(&set);
         }
-        let event = match Event::new(event_type, data) {
+        let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::error!(%error, "could not make the {event_type} event");
+                tracing::error!(%error, "could not make an operational event");
                 return;
             }
         };
-        if let Err(error) = self.store.add_event(org, &event).await {
-            tracing::warn!(event_id = %event.id, %error, "could not store the {event_type} event in the outbox; publishing it now only");
+        match self.store.add_event(org, &event).await {
+            Ok(()) => {}
+            // The same announcement again (a redelivered attempt): it is on its way already.
+            Err(StoreError::Conflict) => return,
+            Err(error) => {
+                tracing::warn!(event_id = %event.id, %error, "could not store the {} event in the outbox; publishing it now only", event.event_type)
+            }
         }
         if let Ok(mut notices) = self.notices.lock() {
             notices.push((org.clone(), event));
@@ -847,7 +873,25 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             Err(_) => return,
         };
         for (org, event) in notices {
-            match publish_event(&self.store, queue, &org, &event).await {
+            let mut metrics = MetricSet::default();
+            metrics.property("orgId", org.as_str());
+            metrics.property("eventId", event.id.as_str());
+            metrics.property("eventType", event.event_type.as_str());
+            let published = publish_event(&self.store, queue, &org, &event).await;
+            let enqueued = published.as_ref().map_or(0, |report| report.endpoints);
+            metrics.add(
+                "EventsPublished",
+                Unit::Count,
+                f64::from(u8::from(published.is_ok())),
+            );
+            metrics.add("MessagesEnqueued", Unit::Count, enqueued as f64);
+            metrics.add(
+                "PublishFailures",
+                Unit::Count,
+                f64::from(u8::from(published.is_err())),
+            );
+            self.config.metrics.emit(&metrics);
+            match published {
                 Ok(report) => {
                     tracing::info!(org_id = %org, event_id = %event.id, endpoints = report.endpoints, "{} published to {} endpoint(s)", event.event_type, report.endpoints);
                     if let Err(error) = self.store.clear_event(&org, &event.id).await {
@@ -865,7 +909,6 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
     /// `Outcome`, `AttemptLatency` of the POSTs made, `EndToEndLatency` (event time to
     /// delivered) and `DeadLetters`, with the org and endpoint as properties.
     fn emit_metrics(&self, group: &[Decided]) {
-        let now = unix_millis_now();
         let mut sets: BTreeMap<(String, String, &'static str), MetricSet> = BTreeMap::new();
         let mut unattributed_dead_letters = 0.0;
         for decided in group {
@@ -888,10 +931,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 set
             });
             set.add_by_dimension("Attempts", Unit::Count, 1.0);
-            if matches!(
-                attempt.outcome,
-                Outcome::Delivered | Outcome::Failed | Outcome::Gone
-            ) {
+            // Only attempts that reached the network: an unsent one has no latency to count.
+            let posted = attempt.status_code.is_some()
+                || matches!(
+                    attempt.error_class,
+                    Some(ErrorClass::Timeout | ErrorClass::Connection | ErrorClass::Request)
+                );
+            if posted {
                 set.add(
                     "AttemptLatency",
                     Unit::Milliseconds,
@@ -899,16 +945,18 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 );
             }
             if attempt.outcome == Outcome::Delivered {
-                let event_time = log
-                    .message
-                    .as_ref()
-                    .and_then(|m| crate::time::parse_rfc3339(&m.timestamp))
-                    .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
-                if let Some(event_time) = event_time {
+                let millis = |text: &str| {
+                    crate::time::parse_rfc3339(text)
+                        .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())
+                };
+                let event_time = log.message.as_ref().and_then(|m| millis(&m.timestamp));
+                // When the subscriber answered, not when the group settled.
+                let delivered_at = millis(&attempt.at).map(|at| at + attempt.latency_ms);
+                if let (Some(event_time), Some(delivered_at)) = (event_time, delivered_at) {
                     set.add(
                         "EndToEndLatency",
                         Unit::Milliseconds,
-                        now.saturating_sub(event_time) as f64,
+                        delivered_at.saturating_sub(event_time) as f64,
                     );
                 }
             }
@@ -991,13 +1039,8 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                         "failureStreak": health.failure_streak,
                         "openUntil": opened.circuit_open_until.map(rfc3339_from_millis),
                     });
-                    self.announce(
-                        org,
-                        EventType::EndpointCircuitOpened,
-                        data,
-                        Some("CircuitsOpened"),
-                    )
-                    .await;
+                    let event = Event::new(EventType::EndpointCircuitOpened, data);
+                    self.announce(org, event, Some("CircuitsOpened")).await;
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -1026,13 +1069,8 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                     "endpointId": endpoint.id, "url": endpoint.url,
                     "disabledReason": reason.as_str(), "disabledAt": at,
                 });
-                self.announce(
-                    org,
-                    EventType::EndpointDisabled,
-                    data,
-                    Some("EndpointsDisabled"),
-                )
-                .await;
+                let event = Event::new(EventType::EndpointDisabled, data);
+                self.announce(org, event, Some("EndpointsDisabled")).await;
             }
             Ok(false) => {}
             Err(error) => {

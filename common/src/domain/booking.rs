@@ -67,11 +67,9 @@ pub struct Booking {
     /// RFC 3339; the creation time until it first changes. A change is written only if this
     /// is still what the change was made from (optimistic concurrency).
     pub updated_at: String,
-    /// RFC 3339, once cancelled.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// RFC 3339, once cancelled; `null` before.
     pub cancelled_at: Option<String>,
-    /// Why it was cancelled, when the cancellation said.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why it was cancelled, when the cancellation said; `null` otherwise.
     pub reason: Option<String>,
 }
 

@@ -42,7 +42,7 @@ fn operational_schema(event_type: EventType, required: &[&str], properties: Valu
 fn booking_object(status: &[&str]) -> Value {
     json!({
         "type": "object",
-        "required": ["id", "customerName", "customerEmail", "startTime", "endTime", "status", "createdAt", "updatedAt"],
+        "required": ["id", "customerName", "customerEmail", "startTime", "endTime", "status", "createdAt", "updatedAt", "cancelledAt", "reason"],
         "additionalProperties": false,
         "properties": {
             "id": { "type": "string", "pattern": "^bk_[0-9A-HJKMNP-TV-Z]{26}$" },
@@ -55,8 +55,8 @@ fn booking_object(status: &[&str]) -> Value {
             "status": { "enum": status },
             "createdAt": { "type": "string", "format": "date-time" },
             "updatedAt": { "type": "string", "format": "date-time" },
-            "cancelledAt": { "type": "string", "format": "date-time" },
-            "reason": { "type": "string", "maxLength": MAX_REASON_LEN }
+            "cancelledAt": { "type": ["string", "null"], "format": "date-time" },
+            "reason": { "type": ["string", "null"], "maxLength": MAX_REASON_LEN }
         }
     })
 }
@@ -84,9 +84,8 @@ fn booking_schema(event_type: EventType) -> Value {
         }),
         EventType::BookingCancelled => {
             let mut booking = booking_object(&["cancelled"]);
-            if let Some(required) = booking["required"].as_array_mut() {
-                required.push(json!("cancelledAt"));
-            }
+            booking["properties"]["cancelledAt"] =
+                json!({ "type": "string", "format": "date-time" });
             json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "title": title,
@@ -117,7 +116,7 @@ impl EventType {
                 "Sent to one endpoint by POST /webhooks/{id}/test, whatever it subscribes to, to try it."
             }
             EventType::EndpointDisabled => {
-                "One of your endpoints was disabled (it answered 410, kept failing, or was disabled by hand); it gets nothing until enabled again. Never sent to that endpoint."
+                "One of your endpoints was disabled by the platform (it answered 410 Gone, or kept failing for too long); it gets nothing until enabled again. Not sent for an endpoint disabled by PATCH, nor to the endpoint itself."
             }
             EventType::EndpointCircuitOpened => {
                 "One of your endpoints failed several times in a row: its deliveries pause until a probe succeeds. Never sent to that endpoint."
@@ -150,7 +149,7 @@ impl EventType {
                 &["url", "disabledReason", "disabledAt"],
                 json!({
                     "url": { "type": "string", "format": "uri" },
-                    "disabledReason": { "enum": ["gone", "failing", "manual"] },
+                    "disabledReason": { "enum": ["gone", "failing"] },
                     "disabledAt": { "type": "string", "format": "date-time" }
                 }),
             ),

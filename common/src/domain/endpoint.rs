@@ -23,9 +23,11 @@ pub const MAX_HEADER_VALUE_LEN: usize = 1024;
 /// Webhooks contract or HTTP itself says about the request: the hop-by-hop headers of
 /// RFC 9110 section 7.6.1 and RFC 2616 section 13.5.1, and those we set (the W3C trace
 /// context included). Names starting with `webhook-` are refused too.
-pub const RESERVED_HEADERS: [&str; 16] = [
+pub const RESERVED_HEADERS: [&str; 18] = [
     "content-type",
     "content-length",
+    "content-encoding",
+    "expect",
     "host",
     "user-agent",
     "transfer-encoding",
@@ -178,27 +180,27 @@ impl Endpoint {
     }
 
     /// The previous secrets after a rotation at `now_millis` to a new secret: the current one
-    /// joins them until `now + grace` (not at all with no grace), expired ones are dropped,
-    /// and at most [`MAX_PREVIOUS_SECRETS`] are kept, newest first.
+    /// joins them until `now + grace`, and none signs past that (a rotation's grace bounds
+    /// every older secret too: a rotation with no grace, after a leak, leaves the new secret
+    /// alone at once). Expired ones are dropped, at most [`MAX_PREVIOUS_SECRETS`] are kept,
+    /// newest first.
     pub fn previous_secrets_after_rotation(
         &self,
         grace: Duration,
         now_millis: u64,
     ) -> Vec<PreviousSecret> {
-        let replaced = (!grace.is_zero()).then(|| PreviousSecret {
+        let until = now_millis + u64::try_from(grace.as_millis()).unwrap_or(u64::MAX / 2);
+        std::iter::once(PreviousSecret {
             ciphertext: self.secret_ciphertext.clone(),
-            expires_at: now_millis + u64::try_from(grace.as_millis()).unwrap_or(u64::MAX / 2),
-        });
-        replaced
-            .into_iter()
-            .chain(
-                self.previous_secrets
-                    .iter()
-                    .filter(|p| p.expires_at > now_millis)
-                    .cloned(),
-            )
-            .take(MAX_PREVIOUS_SECRETS)
-            .collect()
+            expires_at: until,
+        })
+        .chain(self.previous_secrets.iter().map(|p| PreviousSecret {
+            ciphertext: p.ciphertext.clone(),
+            expires_at: p.expires_at.min(until),
+        }))
+        .filter(|p| p.expires_at > now_millis)
+        .take(MAX_PREVIOUS_SECRETS)
+        .collect()
     }
 }
 

@@ -13,12 +13,16 @@ const BODY_LEN: usize = 26;
 #[error("the operating system's random source failed: {0}")]
 pub struct RandomError(String);
 
-/// Fills `buf` from the OS CSPRNG.
 /// `bytes` random bytes from the OS CSPRNG, as lowercase hex (twice as many characters).
 pub fn random_hex(bytes: usize) -> Result<String, RandomError> {
     let mut buf = vec![0u8; bytes];
     fill_random(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&buf))
+}
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
@@ -130,6 +134,17 @@ prefixed_id!(
 );
 
 impl EventId {
+    /// An event id derived from `seed` (the same seed, the same id), dated `millis`: an event
+    /// that may be announced twice (a redelivered attempt) is then one event, and its messages
+    /// keep their `webhook-id`.
+    pub fn derived(seed: &str, millis: u64) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(seed.as_bytes());
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&digest[..10]);
+        Self(format!("{}{}", Self::PREFIX, encode_body(millis, rest)))
+    }
+
     /// When the event was created, in milliseconds since the epoch (from the id itself).
     pub fn created_millis(&self) -> u64 {
         body_millis(&self.0[Self::PREFIX.len()..])

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::id::hex;
+
 /// How long a key and its answer are kept: 24 hours.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How long a claim keeps a key from another request before it counts as abandoned: longer
@@ -45,10 +47,6 @@ impl IdempotencyKey {
     pub fn storage_id(&self) -> String {
         hex(&Sha256::digest(self.0.as_bytes()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What makes two requests "the same" for a key: method, path and body. A JSON body is

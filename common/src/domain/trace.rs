@@ -88,7 +88,8 @@ impl TraceContext {
     /// A new trace, for an event whose request carried none: this system is its root.
     pub fn generate() -> Result<Self, RandomError> {
         Ok(Self {
-            traceparent: format!("00-{}-{}-01", random_hex(16)?, random_hex(8)?),
+            // Not sampled: nothing here records the trace; a receiver decides for itself.
+            traceparent: format!("00-{}-{}-00", random_hex(16)?, random_hex(8)?),
             tracestate: None,
         })
     }
@@ -98,10 +99,20 @@ impl TraceContext {
         self.traceparent.get(3..35).unwrap_or_default()
     }
 
-    /// The `traceparent` of one attempt: the same trace and flags, a new span id as parent.
+    /// The `traceparent` of one attempt: the same trace, a new span id as parent, and the
+    /// sampled flag as received (version 00 defines no other bit, and an unknown one must be
+    /// sent as zero).
     pub fn child(&self) -> Result<String, RandomError> {
-        let flags = self.traceparent.get(53..55).unwrap_or("01");
-        Ok(format!("00-{}-{}-{flags}", self.trace_id(), random_hex(8)?))
+        let sampled = self
+            .traceparent
+            .get(53..55)
+            .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+            .map_or(0, |flags| flags & 0x01);
+        Ok(format!(
+            "00-{}-{}-{sampled:02x}",
+            self.trace_id(),
+            random_hex(8)?
+        ))
     }
 }
 
@@ -120,6 +131,11 @@ mod tests {
         assert!(a.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && a.ends_with("-01"));
         assert_ne!(a, b, "a new span per attempt");
         assert!(TraceContext::parse(&a, None).is_some());
+        // Flag bits version 00 does not define are sent as zero.
+        let odd = TraceContext::parse(&SPEC_EXAMPLE.replace("-01", "-03"), None).unwrap();
+        assert!(odd.child().unwrap().ends_with("-01"));
+        let unsampled = TraceContext::parse(&SPEC_EXAMPLE.replace("-01", "-00"), None).unwrap();
+        assert!(unsampled.child().unwrap().ends_with("-00"));
     }
 
     #[test]

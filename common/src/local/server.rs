@@ -167,7 +167,6 @@ where
         }
     }
 
-    /// The caller's org's dead letters (local runner only; on AWS they sit in the DLQ).
     /// `GET /local/metrics`: what the functions report as EMF in AWS, as running totals since
     /// the runner started (counts by metric, and by outcome for `Attempts`; count, p50, p99
     /// and max of each latency).
@@ -178,6 +177,7 @@ where
         }
     }
 
+    /// The caller's org's dead letters (local runner only; on AWS they sit in the DLQ).
     fn dead_letters(&self, request: &lambda_http::Request) -> Response<Body> {
         let org = match org_from_claims(request, &self.config.org_id_claim) {
             Ok(org) => org,

@@ -15,6 +15,7 @@ use common::domain::event::{Event, EventType, PendingEvent};
 use common::domain::id::{EndpointId, EventId, MessageId};
 use common::domain::idempotency::{
     IdempotencyCompletion, IdempotencyRecord, KeyState, StoredResponse, CLAIM_LEASE,
+    IDEMPOTENCY_WINDOW,
 };
 use common::domain::OrgId;
 use common::error::StoreError;
@@ -689,7 +690,7 @@ async fn the_delivery_log_keeps_attempts_in_order_under_the_org(store: &impl Del
 }
 
 async fn idempotency_claims_are_exclusive_leased_and_answered_once(
-    store: &(impl IdempotencyStore + BookingStore + EndpointStore),
+    store: &(impl IdempotencyStore + BookingStore + EndpointStore + EventOutbox),
 ) {
     let (a, b) = (org("org_idem_a"), org("org_idem_b"));
     let now = common::time::unix_millis_now();
@@ -745,6 +746,15 @@ async fn idempotency_claims_are_exclusive_leased_and_answered_once(
         .await
         .unwrap()
         .is_some());
+    // Past its window it is free again (DynamoDB's TTL may not have removed it yet).
+    let next_day = now + IDEMPOTENCY_WINDOW.as_millis() as u64 + 1_000;
+    assert_eq!(
+        store
+            .claim_idempotency_key(&a, &claim("t8", next_day), next_day)
+            .await
+            .unwrap(),
+        None
+    );
     // An abandoned claim is taken over after its lease; a release with a stale token does
     // nothing, the holder's release frees the key.
     store
@@ -799,6 +809,15 @@ async fn idempotency_claims_are_exclusive_leased_and_answered_once(
             .state,
         KeyState::Completed(response)
     );
+
+    // An event stored on its own once; the same event again is a conflict, not a copy.
+    let notice = Event::new(EventType::EndpointDisabled, serde_json::json!({})).unwrap();
+    store.add_event(&c, &notice).await.unwrap();
+    assert!(matches!(
+        store.add_event(&c, &notice).await,
+        Err(StoreError::Conflict)
+    ));
+    store.clear_event(&c, &notice.id).await.unwrap();
 }
 
 async fn rotations_and_booking_changes_are_conditional(
@@ -828,17 +847,16 @@ async fn rotations_and_booking_changes_are_conditional(
                 .await
         }
     };
-    assert_eq!(
-        rotate(mine.secret_ciphertext.clone(), b.clone())
+    assert!(
+        !rotate(mine.secret_ciphertext.clone(), b.clone())
             .await
             .unwrap(),
-        None,
         "another org's"
     );
-    let rotated = rotate(mine.secret_ciphertext.clone(), a.clone())
+    assert!(rotate(mine.secret_ciphertext.clone(), a.clone())
         .await
-        .unwrap()
-        .unwrap();
+        .unwrap());
+    let rotated = store.get_endpoint(&a, &mine.id).await.unwrap().unwrap();
     assert_eq!(rotated.secret_ciphertext, vec![7, 7]);
     assert_eq!(rotated.previous_secrets, previous);
     assert_eq!(

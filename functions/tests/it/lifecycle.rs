@@ -63,10 +63,23 @@ where
     }
 
     async fn rotate(&self, org_name: &str, id: &str, body: Option<Value>) -> (u16, Value, bool) {
+        self.rotate_with_key(org_name, id, body, None).await
+    }
+
+    async fn rotate_with_key(
+        &self,
+        org_name: &str,
+        id: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value, bool) {
         let path = format!("/webhooks/{id}/secret/rotate");
         let mut event = ApiEvent::new("POST", "/webhooks/{id}/secret/rotate", &path)
             .org(org_name)
             .id(id);
+        if let Some(key) = key {
+            event = event.header("Idempotency-Key", key);
+        }
         if let Some(body) = body {
             event = event.json(&body);
         }
@@ -277,7 +290,25 @@ where
             .unwrap()
             .unwrap();
         assert_eq!(stored.previous_secrets.len(), MAX_PREVIOUS_SECRETS);
-        // No grace: the replaced secret stops signing at once.
+        // A rotation retried with its key shows its own secret again, even after a later
+        // rotation (while that secret is still in its grace period), never the later one.
+        let (_, keyed, _) = self
+            .rotate_with_key(name, &id, None, Some("rotate-1"))
+            .await;
+        let (status, again, replayed) = self
+            .rotate_with_key(name, &id, None, Some("rotate-1"))
+            .await;
+        assert_eq!((status, replayed), (200, true));
+        assert_eq!(again["secret"], keyed["secret"]);
+        assert_eq!(self.rotate(name, &id, None).await.0, 200);
+        let (_, after, _) = self
+            .rotate_with_key(name, &id, None, Some("rotate-1"))
+            .await;
+        assert_eq!(
+            after["secret"], keyed["secret"],
+            "not the later rotation's secret"
+        );
+        // No grace: the replaced secret stops signing at once, and every older one with it.
         let (_, last, _) = self
             .rotate(name, &id, Some(json!({ "gracePeriodSeconds": 0 })))
             .await;
@@ -287,11 +318,14 @@ where
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            stored.previous_secrets.len(),
-            MAX_PREVIOUS_SECRETS,
-            "the replaced one is not kept"
+        assert!(
+            stored.previous_secrets.is_empty(),
+            "no secret but the new one signs"
         );
+        let (status, body, _) = self
+            .rotate_with_key(name, &id, None, Some("rotate-1"))
+            .await;
+        assert_eq!(status, 409, "its secret was rotated away: {body}");
         self.publish(&org(name), &endpoint, 1).await;
         self.deliver_everything().await;
         let latest = sink.received()[3].clone();
@@ -312,6 +346,8 @@ where
             json!({ "Webhook-Signature": "v1,forged" }),
             json!({ "webhook-id": "msg_x" }),
             json!({ "Content-Type": "text/plain" }),
+            json!({ "Content-Encoding": "gzip" }),
+            json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }),
             json!({ "Host": "internal" }),
             json!({ "Transfer-Encoding": "chunked" }),
             json!({ "Connection": "close" }),

@@ -272,6 +272,57 @@ where
     }
 }
 
+impl<S, C, Q> Rig<S, C, Q>
+where
+    S: EndpointStore + DeliveryLog + IdempotencyStore + BookingStore + EventOutbox,
+    C: SecretCipher,
+    Q: TestQueue,
+{
+    /// The relay's path (an operational event left in the outbox) keeps it from its subject
+    /// too.
+    async fn the_relay_never_sends_an_operational_event_to_its_subject(&self) {
+        let name = "org_relayed";
+        let (subject_sink, other_sink) = (Sink::always(204).await, Sink::always(204).await);
+        let mut endpoints = Vec::new();
+        for sink in [&subject_sink, &other_sink] {
+            let (status, body, _) = self
+                .create_endpoint(
+                    name,
+                    None,
+                    json!({ "url": sink.url(), "events": ["endpoint.disabled"] }),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            endpoints.push(body["endpoint"].clone());
+        }
+        let event = common::domain::event::Event::new(
+            EventType::EndpointDisabled,
+            json!({
+                "endpointId": endpoints[0]["id"], "url": subject_sink.url(),
+                "disabledReason": "gone", "disabledAt": "2030-01-01T00:00:00Z"
+            }),
+        )
+        .unwrap();
+        self.store
+            .add_event(&crate::contract_store::org(name), &event)
+            .await
+            .unwrap();
+        // Due from the millisecond after its creation.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let report =
+            common::publish::relay_pending_events(&self.store, &self.queue, Duration::ZERO)
+                .await
+                .unwrap();
+        assert_eq!((report.published, report.messages), (1, 1));
+        self.deliver_everything().await;
+        assert!(
+            subject_sink.received().is_empty(),
+            "never to the endpoint it is about"
+        );
+        assert_eq!(other_sink.received().len(), 1);
+    }
+}
+
 /// Circuits open after two failures, so the failing endpoint's second attempt opens it.
 fn observed_config() -> common::config::DeliveryConfig {
     let mut config = config("1s");
@@ -287,6 +338,9 @@ async fn metrics_traces_and_operational_events_embedded() {
     Rig::embedded(observed_config())
         .operational_events_reach_the_orgs_other_endpoints_only()
         .await;
+    Rig::embedded(config("1s"))
+        .the_relay_never_sends_an_operational_event_to_its_subject()
+        .await;
 }
 
 #[tokio::test]
@@ -298,6 +352,10 @@ async fn metrics_traces_and_operational_events_on_moto() {
     Rig::moto(observed_config())
         .await
         .operational_events_reach_the_orgs_other_endpoints_only()
+        .await;
+    Rig::moto(config("1s"))
+        .await
+        .the_relay_never_sends_an_operational_event_to_its_subject()
         .await;
 }
 

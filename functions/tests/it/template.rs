@@ -83,3 +83,21 @@ fn every_template_binary_exists_and_every_lambda_is_deployed() {
         template.len()
     );
 }
+
+/// The metrics are EMF log lines, which Lambda's log-level filter counts as INFO: a level
+/// above INFO would drop every metric.
+#[test]
+fn no_allowed_log_level_drops_the_metrics() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let parameter = &template[template.find("  LogLevel:").unwrap()..];
+    let allowed = setting(parameter, "AllowedValues:");
+    let levels: Vec<&str> = allowed
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(str::trim)
+        .collect();
+    assert!(!levels.is_empty());
+    for level in levels {
+        assert!(["TRACE", "DEBUG", "INFO"].contains(&level), "{level}");
+    }
+}

@@ -639,7 +639,7 @@ impl EndpointStore for DynamoStore {
         previous: &[PreviousSecret],
         rotated_at: &str,
         completion: Option<&IdempotencyCompletion>,
-    ) -> Result<Option<Endpoint>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(endpoint_key(org, id)))
@@ -661,12 +661,11 @@ impl EndpointStore for DynamoStore {
             .send()
             .await;
         match result {
-            // Read back consistently: a transaction returns no item.
-            Ok(_) => self.get_endpoint(org, id).await,
+            Ok(_) => Ok(true),
             Err(e) => {
                 let failed = failed_conditions(&e);
                 match failed.iter().find(|(index, _)| *index == 0) {
-                    Some((_, reason)) if reason.item().is_none() => Ok(None),
+                    Some((_, reason)) if reason.item().is_none() => Ok(false),
                     Some(_) => Err(StoreError::Conflict),
                     None if !failed.is_empty() => Err(StoreError::Conflict),
                     None => Err(unavailable(e)),
@@ -1101,7 +1100,10 @@ impl IdempotencyStore for DynamoStore {
         claim: &IdempotencyRecord,
         now_millis: u64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let result = self
+        // Twice at most: a record deleted (released) between the condition and its answer leaves
+        // nothing to report, and the key is then free for a second try.
+        for _ in 0..2 {
+            let result = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -1114,19 +1116,21 @@ impl IdempotencyStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(None),
+            match result {
+            Ok(_) => return Ok(None),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
-                    match failed.item() {
-                        Some(item) => idempotency_from_item(item).map(Some),
-                        // Gone between the check and the answer: let the request try again.
-                        None => Err(StoreError::Unavailable("the idempotency record changed while it was claimed".into())),
+                    if let Some(item) = failed.item() {
+                        return idempotency_from_item(item).map(Some);
                     }
                 }
-                _ => Err(unavailable(e)),
+                _ => return Err(unavailable(e)),
             },
         }
+        }
+        Err(StoreError::Unavailable(
+            "the idempotency record kept changing while it was claimed".into(),
+        ))
     }
 
     async fn idempotency_record(
@@ -1268,15 +1272,24 @@ impl EventOutbox for DynamoStore {
     }
 
     async fn add_event(&self, org: &OrgId, event: &Event) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(event_item(org, event)?))
             .condition_expression("attribute_not_exists(PK)")
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn clear_event(&self, org: &OrgId, id: &EventId) -> Result<(), StoreError> {

@@ -317,11 +317,11 @@ impl EndpointStore for MemoryStore {
         previous: &[PreviousSecret],
         rotated_at: &str,
         completion: Option<&IdempotencyCompletion>,
-    ) -> Result<Option<Endpoint>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut endpoints = self.endpoints.lock().map_err(poisoned)?;
         let mut records = self.idempotency.lock().map_err(poisoned)?;
         let Some(endpoint) = endpoints.get_mut(&(org.clone(), id.clone())) else {
-            return Ok(None);
+            return Ok(false);
         };
         if endpoint.secret_ciphertext != current_ciphertext {
             return Err(StoreError::Conflict);
@@ -332,7 +332,7 @@ impl EndpointStore for MemoryStore {
         endpoint.secret_rotated_at = Some(rotated_at.to_owned());
         endpoint.updated_at = rotated_at.to_owned();
         apply_completion(&mut records, org, completion);
-        Ok(Some(endpoint.clone()))
+        Ok(true)
     }
 
     async fn forget_expired_secrets(
