@@ -395,16 +395,11 @@ impl EndpointStore for DynamoStore {
         org: &OrgId,
         id: &EndpointId,
     ) -> Result<Option<Endpoint>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(endpoint_key(org, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.as_ref().map(endpoint_from_item).transpose()
+        self.read_item(endpoint_key(org, id))
+            .await?
+            .as_ref()
+            .map(endpoint_from_item)
+            .transpose()
     }
 
     async fn list_endpoints(
@@ -993,16 +988,11 @@ impl BookingStore for DynamoStore {
         org: &OrgId,
         id: &BookingId,
     ) -> Result<Option<Booking>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(booking_key(org, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.as_ref().map(booking_from_item).transpose()
+        self.read_item(booking_key(org, id))
+            .await?
+            .as_ref()
+            .map(booking_from_item)
+            .transpose()
     }
 
     async fn replace_booking(
@@ -1048,6 +1038,20 @@ impl BookingStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// One item by its key, read consistently (a write that was answered is seen).
+    async fn read_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
     /// The transaction item that stores an idempotency key's answer, if its claim is still
     /// the request's; none without a completion.
     fn completion_item(
@@ -1138,20 +1142,8 @@ impl IdempotencyStore for DynamoStore {
         org: &OrgId,
         key_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(idempotency_key(org, key_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let record = output
-            .item
-            .as_ref()
-            .map(idempotency_from_item)
-            .transpose()?;
+        let item = self.read_item(idempotency_key(org, key_id)).await?;
+        let record = item.as_ref().map(idempotency_from_item).transpose()?;
         Ok(record.filter(|r| r.expires_at > unix_seconds_now()))
     }
 
@@ -1838,17 +1830,10 @@ impl DeliveryLog for DynamoStore {
         endpoint_id: &EndpointId,
         message_id: &MessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(message_key(org, endpoint_id, message_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let record = output
-            .item
+        let item = self
+            .read_item(message_key(org, endpoint_id, message_id))
+            .await?;
+        let record = item
             .as_ref()
             .map(|item| message_from_item(org, item))
             .transpose()?;
