@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::idempotency;
 use super::{
     body_bytes, endpoint_id_from_path, json_response, org_from_claims, page_after, page_limit,
-    respond, Cursor,
+    respond, trace_of, Cursor,
 };
 use crate::config::ApiConfig;
 use crate::domain::catalogue::catalogue;
@@ -417,18 +417,53 @@ pub async fn recover_messages(
     )
 }
 
-/// Example `data` of a type, for a test message.
+/// Example `data` of a type, for a test message: the shape its catalogue schema gives, with
+/// made-up values (operational samples name this endpoint).
 fn sample_data(event_type: EventType, endpoint: &Endpoint, at: &str) -> Value {
-    match event_type {
-        EventType::WebhookTest => json!({ "endpointId": endpoint.id, "sentAt": at }),
-        _ => json!({ "booking": {
+    let booking = |status: &str, cancelled_at: Value, reason: Value| {
+        json!({
             "id": "bk_01JAAAAAAAAAAAAAAAAAAAAAAA",
             "customerName": "Ada Lovelace",
             "customerEmail": "ada@example.com",
             "startTime": "2030-05-01T10:00:00.000Z",
             "endTime": "2030-05-01T11:00:00.000Z",
+            "notes": "Window seat",
+            "status": status,
             "createdAt": at,
-        }}),
+            "updatedAt": at,
+            "cancelledAt": cancelled_at,
+            "reason": reason,
+        })
+    };
+    match event_type {
+        EventType::WebhookTest => json!({ "endpointId": endpoint.id, "sentAt": at }),
+        EventType::BookingCreated => {
+            json!({ "booking": booking("confirmed", Value::Null, Value::Null) })
+        }
+        EventType::BookingUpdated => json!({
+            "booking": booking("confirmed", Value::Null, Value::Null),
+            "changes": ["notes"],
+        }),
+        EventType::BookingCancelled => json!({
+            "booking": booking("cancelled", json!(at), json!("Customer asked to cancel")),
+        }),
+        EventType::EndpointDisabled => json!({
+            "endpointId": endpoint.id, "url": endpoint.url,
+            "disabledReason": "failing", "disabledAt": at,
+        }),
+        EventType::EndpointCircuitOpened => json!({
+            "endpointId": endpoint.id, "url": endpoint.url,
+            "failureStreak": 5, "openUntil": at,
+        }),
+        EventType::MessageFailed => json!({
+            "endpointId": endpoint.id,
+            "messageId": "msg_01JAAAAAAAAAAAAAAAAAAAAAAA",
+            "eventId": "evt_01JAAAAAAAAAAAAAAAAAAAAAAA",
+            "eventType": "booking.created",
+            "attempts": 8,
+            "lastStatus": 500,
+            "lastError": "HTTP 500",
+        }),
     }
 }
 
@@ -473,7 +508,8 @@ pub async fn send_test_event(
                 }
                 let at = now_rfc3339();
                 let event = Event::new(event_type, sample_data(event_type, &endpoint, &at))
-                    .map_err(|_| ApiError::Internal)?;
+                    .map_err(|_| ApiError::Internal)?
+                    .with_trace(trace_of(&request));
                 let message = event.message_for(&org, endpoint.id.clone());
                 enqueue(queue, &message).await?;
                 Ok(json_response(

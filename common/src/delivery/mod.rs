@@ -459,8 +459,15 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                         // One event per message and attempt, whatever the redeliveries: its
                         // id (and so its messages' webhook-id) is derived from them.
                         let seed = format!("message.failed|{id}|{attempt}");
+                        // Dated by when the last attempt was due (stable across redeliveries of
+                        // its queue message), or the event's time for a first attempt.
+                        let dated = message.due_at_millis().or_else(|| {
+                            crate::time::parse_rfc3339(&message.timestamp).and_then(|at| {
+                                u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+                            })
+                        });
                         let event = Event {
-                            id: EventId::derived(&seed, unix_millis_now()),
+                            id: EventId::derived(&seed, dated.unwrap_or_else(unix_millis_now)),
                             event_type: EventType::MessageFailed,
                             timestamp: now_rfc3339(),
                             data,

@@ -183,6 +183,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_derived_event_id_is_the_same_for_the_same_seed_and_time() {
+        let id = EventId::derived("message.failed|msg_1|8", 1_900_000_000_000);
+        assert_eq!(
+            id,
+            EventId::derived("message.failed|msg_1|8", 1_900_000_000_000)
+        );
+        assert_ne!(
+            id,
+            EventId::derived("message.failed|msg_1|7", 1_900_000_000_000)
+        );
+        assert_eq!(id.created_millis(), 1_900_000_000_000);
+        assert_eq!(EventId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
     fn ids_have_their_prefix_and_parse_back() {
         let id = EndpointId::generate().unwrap();
         assert!(id.as_str().starts_with("ep_"));

@@ -278,6 +278,49 @@ where
     C: SecretCipher,
     Q: TestQueue,
 {
+    /// A test message of any type carries data its catalogue schema accepts.
+    async fn test_messages_of_every_type_match_the_catalogue(&self) {
+        let name = "org_samples";
+        let (status, body, _) = self
+            .create_endpoint(
+                name,
+                None,
+                json!({ "url": "https://hooks.example.com/in", "events": ["booking.created"] }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["endpoint"]["id"].as_str().unwrap().to_owned();
+        let path = format!("/webhooks/{id}/test");
+        for event_type in EventType::ALL {
+            let request = ApiEvent::new("POST", "/webhooks/{id}/test", &path)
+                .org(name)
+                .id(&id)
+                .json(&json!({ "type": event_type.as_str() }))
+                .request();
+            let (status, answer, _) = crate::lifecycle::answer(
+                api::send_test_event(&self.store, &self.queue, &local_api(), request).await,
+            );
+            assert_eq!(status, 202, "{event_type}: {answer}");
+        }
+        let mut seen = Vec::new();
+        while seen.len() < EventType::ALL.len() {
+            let records = self.queue.receive(Duration::from_secs(2)).await;
+            assert!(!records.is_empty(), "only {seen:?} queued");
+            for record in records {
+                let message: common::domain::event::DeliveryMessage =
+                    serde_json::from_str(&record.body).unwrap();
+                let errors = common::testing::validate_json_schema(
+                    &message.event_type.data_schema(),
+                    &message.data,
+                );
+                assert!(errors.is_empty(), "{}: {errors:?}", message.event_type);
+                assert!(message.trace.is_some(), "a test message has a trace too");
+                seen.push(message.event_type);
+                self.queue.delete(&record).await;
+            }
+        }
+    }
+
     /// The relay's path (an operational event left in the outbox) keeps it from its subject
     /// too.
     async fn the_relay_never_sends_an_operational_event_to_its_subject(&self) {
@@ -340,6 +383,9 @@ async fn metrics_traces_and_operational_events_embedded() {
         .await;
     Rig::embedded(config("1s"))
         .the_relay_never_sends_an_operational_event_to_its_subject()
+        .await;
+    Rig::embedded(config("1s"))
+        .test_messages_of_every_type_match_the_catalogue()
         .await;
 }
 
