@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 pub const DEFAULT_NAMESPACE: &str = "Webhooks";
 /// Most values one metric may carry in one EMF document (the spec's limit).
 pub const MAX_VALUES_PER_METRIC: usize = 100;
-/// Lines an in-memory sink keeps (the newest), for tests and the local runner's log.
+/// Lines an in-memory sink keeps (the newest), for tests to read back.
 const KEPT_LINES: usize = 1_000;
 
 /// EMF units used here (the spec lists CloudWatch's `StandardUnit` values).
@@ -149,18 +149,6 @@ enum Sink {
 pub struct Metrics {
     namespace: String,
     sink: Sink,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::stdout(DEFAULT_NAMESPACE)
-    }
-}
-
-impl PartialEq for Metrics {
-    fn eq(&self, other: &Self) -> bool {
-        self.namespace == other.namespace
-    }
 }
 
 impl Metrics {

@@ -97,6 +97,49 @@ pub async fn publish_event(
     Ok(PublishReport { endpoints: total })
 }
 
+/// Publishes a stored event, then clears it from the outbox. A clear that fails is logged, not
+/// returned: the event was published, and the relay publishing it again sends the same
+/// message ids, which receivers de-duplicate.
+pub async fn publish_and_clear(
+    store: &(impl EndpointStore + EventOutbox),
+    queue: &impl DeliveryQueue,
+    org: &OrgId,
+    event: &Event,
+) -> Result<PublishReport, PublishError> {
+    let report = publish_event(store, queue, org, event).await?;
+    if let Err(error) = store.clear_event(org, &event.id).await {
+        tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay publishes it again with the same message ids");
+    }
+    Ok(report)
+}
+
+/// The metrics of one publish: `EventsPublished`, `MessagesEnqueued` and `PublishFailures`,
+/// zeros included so each is continuous, with the org, event and type as properties;
+/// `enqueued` is `None` when the publish failed.
+pub fn publish_metrics(org: &OrgId, event: &Event, enqueued: Option<usize>) -> MetricSet {
+    let mut set = MetricSet::default();
+    set.property("orgId", org.as_str());
+    set.property("eventId", event.id.as_str());
+    set.property("eventType", event.event_type.as_str());
+    let published = enqueued.is_some();
+    set.add(
+        "EventsPublished",
+        Unit::Count,
+        f64::from(u8::from(published)),
+    );
+    set.add(
+        "MessagesEnqueued",
+        Unit::Count,
+        enqueued.unwrap_or(0) as f64,
+    );
+    set.add(
+        "PublishFailures",
+        Unit::Count,
+        f64::from(u8::from(!published)),
+    );
+    set
+}
+
 /// Sends every body, in batches SQS accepts, [`FANOUT_CONCURRENCY`] batches at once, each
 /// retrying once what the queue did not take. Bodies are drawn as batches are sent, so at most
 /// that many batches are in memory. Returns how many bodies are left unsent and the last error
@@ -246,6 +289,7 @@ pub async fn relay_pending_events(
     // An event seen once in this run is not taken again by it: one whose clear or set-aside
     // failed stays due, and must not be published over and over until the budget is spent.
     let mut seen = HashSet::new();
+    let mut first_read = true;
     loop {
         let cutoff = unix_millis_now().saturating_sub(min_age.as_millis() as u64);
         let pending = store.pending_events(cutoff, RELAY_BATCH).await?;
@@ -254,8 +298,9 @@ pub async fn relay_pending_events(
             .into_iter()
             .filter(|p| seen.insert(p.event.id.clone()))
             .collect();
-        if seen.len() == fresh.len() {
-            // The first read, earliest due first.
+        if first_read {
+            first_read = false;
+            // Earliest due first.
             let oldest = fresh.iter().map(|p| p.event.id.created_millis()).min();
             report.oldest_age_secs = oldest.map_or(0, |created| {
                 unix_millis_now().saturating_sub(created) / 1000
@@ -313,11 +358,8 @@ async fn relay_one(
         event,
         relay_failures,
     } = pending;
-    match publish_event(store, queue, org, event).await {
+    match publish_and_clear(store, queue, org, event).await {
         Ok(published) => {
-            if let Err(error) = store.clear_event(org, &event.id).await {
-                tracing::warn!(event_id = %event.id, %error, "relayed but not cleared; the next run publishes it again with the same message ids");
-            }
             tracing::info!(
                 org_id = %org, event_id = %event.id, endpoints = published.endpoints,
                 trace_id = event.trace.as_ref().map_or("", |t| t.trace_id()),

@@ -31,6 +31,12 @@ pub fn rfc3339_from_millis(millis: u64) -> String {
     )
 }
 
+/// An RFC 3339 date-time as Unix milliseconds; `None` when it does not parse or is before 1970.
+pub fn millis_from_rfc3339(text: &str) -> Option<u64> {
+    let at = parse_rfc3339(text)?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 pub fn unix_millis_now() -> u64 {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     u64::try_from(nanos / 1_000_000).unwrap_or(0)

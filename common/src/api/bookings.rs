@@ -13,9 +13,8 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::id::BookingId;
 use crate::domain::OrgId;
 use crate::error::{ApiError, StoreError};
-use crate::metrics::{MetricSet, Unit};
 use crate::ports::{BookingStore, DeliveryQueue, EndpointStore, EventOutbox, IdempotencyStore};
-use crate::publish::publish_event;
+use crate::publish::{publish_and_clear, publish_metrics};
 use crate::time::now_rfc3339;
 
 const CANCELLED: &str = "This booking is cancelled: it can no longer change";
@@ -211,59 +210,37 @@ async fn publish_now(
     booking_id: &BookingId,
     event: &Event,
 ) {
-    let publish_and_clear = async {
-        let report = publish_event(store, queue, org, event).await?;
-        if let Err(error) = store.clear_event(org, &event.id).await {
-            tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay will publish it again with the same message ids");
-        }
-        Ok::<_, crate::publish::PublishError>(report)
-    };
     let kind = event.event_type.as_str();
-    let trace_id = event
-        .trace
-        .as_ref()
-        .map(|t| t.trace_id())
-        .unwrap_or_default();
-    let mut metrics = MetricSet::default();
-    metrics.property("orgId", org.as_str());
-    metrics.property("eventId", event.id.as_str());
-    metrics.property("eventType", kind);
-    metrics.property("traceId", trace_id);
-    let outcome = tokio::time::timeout(config.publish_timeout, publish_and_clear).await;
-    // All three on every line, zeros included, so each metric is continuous.
-    let published = matches!(outcome, Ok(Ok(_)));
-    metrics.add(
-        "EventsPublished",
-        Unit::Count,
-        f64::from(u8::from(published)),
-    );
-    metrics.add(
-        "PublishFailures",
-        Unit::Count,
-        f64::from(u8::from(!published)),
-    );
-    match outcome {
+    let trace_id = event.trace.as_ref().map_or("", |t| t.trace_id());
+    let outcome = tokio::time::timeout(
+        config.publish_timeout,
+        publish_and_clear(store, queue, org, event),
+    )
+    .await;
+    let enqueued = match &outcome {
         Ok(Ok(report)) => {
-            metrics.add("MessagesEnqueued", Unit::Count, report.endpoints as f64);
             tracing::info!(
                 org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id, endpoints = report.endpoints,
                 "{kind} published to {} endpoint(s)", report.endpoints
-            )
+            );
+            Some(report.endpoints)
         }
         Ok(Err(error)) => {
-            metrics.add("MessagesEnqueued", Unit::Count, 0.0);
             tracing::error!(
                 org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id, %error,
                 "{kind} for booking {booking_id} not published yet; it stays in the outbox for the relay"
-            )
+            );
+            None
         }
         Err(_) => {
-            metrics.add("MessagesEnqueued", Unit::Count, 0.0);
             tracing::error!(
                 org_id = %org, booking_id = %booking_id, event_id = %event.id, trace_id,
                 "{kind} for booking {booking_id} timed out after {:?}; it stays in the outbox for the relay", config.publish_timeout
-            )
+            );
+            None
         }
-    }
+    };
+    let mut metrics = publish_metrics(org, event, enqueued);
+    metrics.property("traceId", trace_id);
     config.metrics.emit(&metrics);
 }

@@ -29,7 +29,7 @@ use crate::domain::OrgId;
 use crate::error::ApiError;
 use crate::ports::{DeliveryLog, DeliveryQueue, EndpointStore, IdempotencyStore};
 use crate::recover::{recover, RecoverError, RUN_BUDGET};
-use crate::time::{format_rfc3339, now_rfc3339, parse_rfc3339, unix_millis_now};
+use crate::time::{format_rfc3339, millis_from_rfc3339, now_rfc3339, unix_millis_now};
 
 /// A message as the API shows it.
 #[derive(Debug, Serialize)]
@@ -354,8 +354,7 @@ pub async fn recover_messages(
                 let earliest = now.saturating_sub(retention_millis);
                 let time = |fields: &mut Fields, name: &str, required: bool| {
                     let text = fields.string(name, required, 64)?;
-                    let millis = parse_rfc3339(&text)
-                        .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok());
+                    let millis = millis_from_rfc3339(&text);
                     if millis.is_none() {
                         fields.error(
                             name,

@@ -43,8 +43,10 @@ use crate::ports::{
     DeliveryLog, DeliveryQueue, EndpointStore, EventOutbox, QueueConsumer, SecretCipher,
     SecretContext, MAX_ENQUEUE_BATCH, MAX_ENQUEUE_BYTES,
 };
-use crate::publish::publish_event;
-use crate::time::{now_rfc3339, rfc3339_from_millis, unix_millis_now, unix_seconds_now};
+use crate::publish::{publish_and_clear, publish_metrics};
+use crate::time::{
+    millis_from_rfc3339, now_rfc3339, rfc3339_from_millis, unix_millis_now, unix_seconds_now,
+};
 
 /// Kept free at the end of an invocation for settling what was attempted (the store and queue
 /// calls after the attempts); the attempts themselves must end before it.
@@ -461,11 +463,9 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                         let seed = format!("message.failed|{id}|{attempt}");
                         // Dated by when the last attempt was due (stable across redeliveries of
                         // its queue message), or the event's time for a first attempt.
-                        let dated = message.due_at_millis().or_else(|| {
-                            crate::time::parse_rfc3339(&message.timestamp).and_then(|at| {
-                                u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
-                            })
-                        });
+                        let dated = message
+                            .due_at_millis()
+                            .or_else(|| millis_from_rfc3339(&message.timestamp));
                         let event = Event {
                             id: EventId::derived(&seed, dated.unwrap_or_else(unix_millis_now)),
                             event_type: EventType::MessageFailed,
@@ -735,6 +735,18 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 body,
             })
             .await;
+        // Bookkeeping after the POST, not before it: previous secrets past their grace period
+        // are deleted from the endpoint (conditionally on the current secret, so a rotation meanwhile
+        // is never undone).
+        if let Some(kept) = endpoint.unexpired_previous_secrets(now) {
+            let forgotten = self
+                .store
+                .forget_expired_secrets(org, &endpoint.id, &endpoint.secret_ciphertext, &kept)
+                .await;
+            if let Err(error) = forgotten {
+                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not delete expired previous secrets; the next delivery tries again");
+            }
+        }
         let mut facts = Facts {
             outcome: Outcome::Failed,
             status: None,
@@ -782,29 +794,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
     /// Every secret that signs a delivery to `endpoint` now, decrypted (cached): the current
     /// one, then the previous ones still in their grace period. A previous secret that cannot
     /// be used is left out (the current one still signs); the current one unusable is a
-    /// dead letter, and a cipher outage postpones the attempt. Previous secrets whose grace
-    /// period is over are deleted from the endpoint on the way.
+    /// dead letter, and a cipher outage postpones the attempt.
     async fn signing_secrets(
         &self,
         org: &OrgId,
         endpoint: &Endpoint,
         now_millis: u64,
     ) -> Result<Vec<WebhookSecret>, Tried> {
-        if endpoint.has_expired_secrets(now_millis) {
-            let kept: Vec<_> = endpoint
-                .previous_secrets
-                .iter()
-                .filter(|p| p.expires_at > now_millis)
-                .cloned()
-                .collect();
-            let forgotten = self
-                .store
-                .forget_expired_secrets(org, &endpoint.id, &endpoint.secret_ciphertext, &kept)
-                .await;
-            if let Err(error) = forgotten {
-                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not delete expired previous secrets; the next delivery tries again");
-            }
-        }
         let context = SecretContext {
             org_id: org,
             endpoint_id: &endpoint.id,
@@ -880,30 +876,14 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             Err(_) => return,
         };
         for (org, event) in notices {
-            let mut metrics = MetricSet::default();
-            metrics.property("orgId", org.as_str());
-            metrics.property("eventId", event.id.as_str());
-            metrics.property("eventType", event.event_type.as_str());
-            let published = publish_event(&self.store, queue, &org, &event).await;
-            let enqueued = published.as_ref().map_or(0, |report| report.endpoints);
-            metrics.add(
-                "EventsPublished",
-                Unit::Count,
-                f64::from(u8::from(published.is_ok())),
-            );
-            metrics.add("MessagesEnqueued", Unit::Count, enqueued as f64);
-            metrics.add(
-                "PublishFailures",
-                Unit::Count,
-                f64::from(u8::from(published.is_err())),
-            );
-            self.config.metrics.emit(&metrics);
+            let published = publish_and_clear(&self.store, queue, &org, &event).await;
+            let enqueued = published.as_ref().ok().map(|report| report.endpoints);
+            self.config
+                .metrics
+                .emit(&publish_metrics(&org, &event, enqueued));
             match published {
                 Ok(report) => {
-                    tracing::info!(org_id = %org, event_id = %event.id, endpoints = report.endpoints, "{} published to {} endpoint(s)", event.event_type, report.endpoints);
-                    if let Err(error) = self.store.clear_event(&org, &event.id).await {
-                        tracing::warn!(event_id = %event.id, %error, "published but not cleared; the relay publishes it again with the same message ids");
-                    }
+                    tracing::info!(org_id = %org, event_id = %event.id, endpoints = report.endpoints, "{} published to {} endpoint(s)", event.event_type, report.endpoints)
                 }
                 Err(error) => {
                     tracing::warn!(org_id = %org, event_id = %event.id, %error, "{} not published yet; it stays in the outbox for the relay", event.event_type)
@@ -938,11 +918,12 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 set
             });
             set.add_by_dimension("Attempts", Unit::Count, 1.0);
-            // Only attempts that reached the network: an unsent one has no latency to count.
+            // Only attempts that reached the subscriber (an answer, a timeout, a refused or broken
+            // connection): an unsent one has no latency to count.
             let posted = attempt.status_code.is_some()
                 || matches!(
                     attempt.error_class,
-                    Some(ErrorClass::Timeout | ErrorClass::Connection | ErrorClass::Request)
+                    Some(ErrorClass::Timeout | ErrorClass::Connection)
                 );
             if posted {
                 set.add(
@@ -952,13 +933,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 );
             }
             if attempt.outcome == Outcome::Delivered {
-                let millis = |text: &str| {
-                    crate::time::parse_rfc3339(text)
-                        .and_then(|at| u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())
-                };
-                let event_time = log.message.as_ref().and_then(|m| millis(&m.timestamp));
+                let event_time = log
+                    .message
+                    .as_ref()
+                    .and_then(|m| millis_from_rfc3339(&m.timestamp));
                 // When the subscriber answered, not when the group settled.
-                let delivered_at = millis(&attempt.at).map(|at| at + attempt.latency_ms);
+                let delivered_at =
+                    millis_from_rfc3339(&attempt.at).map(|at| at + attempt.latency_ms);
                 if let (Some(event_time), Some(delivered_at)) = (event_time, delivered_at) {
                     set.add(
                         "EndToEndLatency",
@@ -1159,6 +1140,83 @@ fn circuit_open(health: &EndpointHealth) -> Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::embedded::{LocalCipher, MemoryStore};
+    use crate::domain::id::MessageId;
+    use crate::metrics::Metrics;
+
+    fn decided(endpoint: &str, outcome: Outcome, status: Option<u16>) -> Decided {
+        let attempt = AttemptRecord {
+            org: OrgId::parse("org_a").unwrap(),
+            endpoint_id: crate::domain::id::EndpointId::parse(endpoint).unwrap(),
+            message_id: MessageId::generate().unwrap(),
+            attempt: 1,
+            at: "2030-01-01T00:00:01.000Z".into(),
+            outcome,
+            status_code: status,
+            error_class: None,
+            error: None,
+            latency_ms: 40,
+            response_body: None,
+            trigger: Trigger::Scheduled,
+            expires_at: 0,
+        };
+        Decided {
+            record: QueueRecord {
+                queue_message_id: "q".into(),
+                receipt_handle: "r".into(),
+                receive_count: 1,
+                body: String::new(),
+            },
+            settle: Settle::Acknowledge,
+            log: Some(LogEntry {
+                attempt,
+                message: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_group_makes_one_emf_line_per_endpoint_and_outcome_not_per_attempt() {
+        let mut config = DeliveryConfig::from_source(&|_: &str| None).unwrap();
+        config.metrics = Metrics::in_memory("Test");
+        let deliverer =
+            Deliverer::new(MemoryStore::new(), LocalCipher::generate().unwrap(), config).unwrap();
+        let (one, two) = (
+            "ep_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "ep_01ARZ3NDEKTSV4RRFFQ69G5FAW",
+        );
+        let group = [
+            decided(one, Outcome::Delivered, Some(200)),
+            decided(one, Outcome::Delivered, Some(204)),
+            decided(one, Outcome::Delivered, Some(200)),
+            decided(one, Outcome::Failed, Some(500)),
+            decided(two, Outcome::Delivered, Some(200)),
+            decided(two, Outcome::CircuitOpen, None),
+        ];
+        deliverer.emit_metrics(&group);
+        let lines: Vec<serde_json::Value> = deliverer
+            .config
+            .metrics
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        let delivered_to_one = lines
+            .iter()
+            .find(|l| l["endpointId"] == one && l["Outcome"] == "delivered")
+            .unwrap();
+        assert_eq!(delivered_to_one["Attempts"], 3.0);
+        assert_eq!(
+            delivered_to_one["AttemptLatency"],
+            json!([40.0, 40.0, 40.0])
+        );
+        let open = lines
+            .iter()
+            .find(|l| l["Outcome"] == "circuitOpen")
+            .unwrap();
+        assert!(open.get("AttemptLatency").is_none(), "nothing was sent");
+    }
 
     #[test]
     fn batched_sends_stay_within_ten_entries_and_the_batch_size() {

@@ -171,12 +171,20 @@ impl Endpoint {
         )
     }
 
-    /// Whether a previous secret's grace period is over while it is still stored: it is then
-    /// deleted, not just ignored.
-    pub fn has_expired_secrets(&self, now_millis: u64) -> bool {
-        self.previous_secrets
+    /// The previous secrets still in their grace period, when some stored one's is over (they
+    /// are then deleted, not just ignored); `None` when nothing has expired.
+    pub fn unexpired_previous_secrets(&self, now_millis: u64) -> Option<Vec<PreviousSecret>> {
+        let expired = self
+            .previous_secrets
             .iter()
-            .any(|p| p.expires_at <= now_millis)
+            .any(|p| p.expires_at <= now_millis);
+        expired.then(|| {
+            self.previous_secrets
+                .iter()
+                .filter(|p| p.expires_at > now_millis)
+                .cloned()
+                .collect()
+        })
     }
 
     /// The previous secrets after a rotation at `now_millis` to a new secret: the current one

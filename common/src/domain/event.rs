@@ -227,8 +227,7 @@ fn is_first(n: &u32) -> bool {
 impl DeliveryMessage {
     /// When the attempt is due, in Unix milliseconds; `None` (due now) when unset or unreadable.
     pub fn due_at_millis(&self) -> Option<u64> {
-        let at = crate::time::parse_rfc3339(self.due_at.as_deref()?)?;
-        u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+        crate::time::millis_from_rfc3339(self.due_at.as_deref()?)
     }
 
     /// This message for its attempt `attempt`, due at `due_at_millis`.

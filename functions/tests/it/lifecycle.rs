@@ -9,7 +9,9 @@ use common::config::ApiConfig;
 use common::domain::endpoint::MAX_PREVIOUS_SECRETS;
 use common::domain::event::EventType;
 use common::domain::id::EndpointId;
-use common::domain::idempotency::{IdempotencyKey, KeyState};
+use common::domain::idempotency::{
+    fingerprint, IdempotencyCompletion, IdempotencyKey, IdempotencyRecord, KeyState, StoredResponse,
+};
 use common::domain::target::TargetPolicy;
 use common::ports::{
     BookingStore, DeliveryLog, EndpointStore, EventOutbox, IdempotencyStore, SecretCipher,
@@ -141,16 +143,6 @@ where
         })
     }
 
-    /// Delivers until the queue has stayed empty for a while.
-    pub(crate) async fn deliver_everything(&self) {
-        let mut quiet = 0;
-        while quiet < 2 {
-            if self.deliver_once(Duration::from_millis(300)).await == 0 {
-                quiet += 1;
-            }
-        }
-    }
-
     async fn rotation_signs_with_both_secrets_until_the_grace_period_ends(&self) {
         let name = "org_rotate";
         let sink = Sink::always(204).await;
@@ -175,7 +167,7 @@ where
         assert_eq!(created["endpoint"]["secretRotatedAt"], Value::Null);
 
         self.publish(&org(name), &endpoint, 1).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let before = sink.received();
         assert_eq!(before.len(), 1);
         assert!(verify_with_standardwebhooks(&old, &before[0]));
@@ -240,7 +232,7 @@ where
 
         // During the grace period: both signatures, each verifies.
         self.publish(&org(name), &endpoint, 1).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let during = sink.received()[1].clone();
         assert_eq!(
             signatures(&during),
@@ -260,7 +252,7 @@ where
         // After it: only the new one, and the old one is deleted from the endpoint.
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         self.publish(&org(name), &endpoint, 1).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let after = sink.received()[2].clone();
         assert_eq!(signatures(&after), 1);
         assert!(verify_with_standardwebhooks(&new, &after));
@@ -327,7 +319,7 @@ where
             .await;
         assert_eq!(status, 409, "its secret was rotated away: {body}");
         self.publish(&org(name), &endpoint, 1).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let latest = sink.received()[3].clone();
         assert!(verify_with_standardwebhooks(
             last["secret"].as_str().unwrap(),
@@ -437,7 +429,7 @@ where
         let second = self.post_booking(name, Some("retry-1"), &reordered).await;
         assert_eq!((second.0, second.2), (201, true));
         assert_eq!(second.1, first.1, "the first answer again");
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let received = sink.received();
         assert_eq!(
             received.len(),
@@ -488,6 +480,56 @@ where
         for other in [&a, &b].into_iter().filter(|r| r.0 != 201) {
             assert_eq!(other.0, 409, "the loser waits or gets 409: {other:?}");
         }
+
+        // A key another request holds: this one waits for it, and answers 409 if it does not
+        // finish; a holder that answers meanwhile is replayed.
+        let held = |key: &str| {
+            let now = common::time::unix_millis_now();
+            let claim = IdempotencyRecord::claim(
+                IdempotencyKey::parse(key).unwrap().storage_id(),
+                fingerprint("POST", "/bookings", booking.to_string().as_bytes()),
+                "another-request".into(),
+                now,
+            );
+            (claim, now)
+        };
+        let (claim, now) = held("held-1");
+        assert_eq!(
+            self.store
+                .claim_idempotency_key(&org(name), &claim, now)
+                .await
+                .unwrap(),
+            None
+        );
+        let (status, body, _) = self.post_booking(name, Some("held-1"), &booking).await;
+        assert_eq!(status, 409, "{body}");
+        let (claim, now) = held("held-2");
+        assert_eq!(
+            self.store
+                .claim_idempotency_key(&org(name), &claim, now)
+                .await
+                .unwrap(),
+            None
+        );
+        let first_answer = StoredResponse {
+            status: 201,
+            body: json!({ "booking": { "id": "bk_theirs" } }).to_string(),
+        };
+        let finish = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let completion = IdempotencyCompletion {
+                key_id: claim.key_id.clone(),
+                token: "another-request".into(),
+                response: first_answer.clone(),
+            };
+            self.store
+                .complete_idempotency_key(&org(name), &completion)
+                .await
+                .unwrap();
+        };
+        let (waited, ()) = tokio::join!(self.post_booking(name, Some("held-2"), &booking), finish);
+        assert_eq!((waited.0, waited.2), (201, true), "{}", waited.1);
+        assert_eq!(waited.1["booking"]["id"], "bk_theirs");
 
         // POST /webhooks: the replay names the same endpoint and shows its secret again, from
         // the stored ciphertext; the idempotency record holds no secret.
@@ -612,7 +654,7 @@ where
             .await;
         assert_eq!(status, 409, "an update of a cancelled booking: {body}");
 
-        self.deliver_everything().await;
+        self.deliver_all().await;
         let received = cancels.received();
         assert_eq!(received.len(), 1, "exactly the cancel");
         let secret = cancel_only["endpoint"]["secret"].as_str().unwrap();

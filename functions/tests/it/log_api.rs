@@ -6,18 +6,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::api;
-use common::config::ApiConfig;
 use common::domain::catalogue::catalogue;
 use common::domain::delivery::{MessageRecord, MessageState, RecoverRange, RecoverTask};
 use common::domain::endpoint::EndpointChanges;
 use common::domain::event::{Event, EventType};
 use common::domain::id::{EndpointId, MessageId};
-use common::domain::target::TargetPolicy;
 use common::domain::OrgId;
 use common::ports::{DeliveryLog, EndpointStore, IdempotencyStore, SecretCipher};
 use common::testing::{
-    api_config, read_response, seed_endpoint, validate_json_schema, verify_with_standardwebhooks,
-    ApiEvent, Reply, Sink,
+    read_response, seed_endpoint, validate_json_schema, verify_with_standardwebhooks, ApiEvent,
+    Reply, Sink,
 };
 use serde_json::{json, Value};
 
@@ -25,9 +23,7 @@ use crate::contract_queue::TestQueue;
 use crate::contract_store::org;
 use crate::engine::{config, Rig};
 
-fn api() -> ApiConfig {
-    api_config(TargetPolicy::LOCAL_DEVELOPMENT)
-}
+use crate::lifecycle::local_api as api;
 
 /// A request to one of the log routes, as API Gateway hands it over.
 fn request(method: &str, route: &str, org_name: &str, endpoint: &EndpointId) -> ApiEvent {
@@ -93,7 +89,7 @@ where
     }
 
     /// Delivers until the queue has stayed empty for a while.
-    async fn deliver_all(&self) {
+    pub(crate) async fn deliver_all(&self) {
         let mut quiet = 0;
         while quiet < 3 {
             if self.deliver_once(Duration::from_millis(400)).await == 0 {

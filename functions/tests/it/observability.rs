@@ -84,10 +84,10 @@ where
         let (status, body, _) =
             answer(api::create_booking(&self.store, &self.queue, &api, request).await);
         assert_eq!(status, 201, "{body}");
-        self.deliver_everything().await;
+        self.deliver_all().await;
         // The flaky one's retry, a second later.
         tokio::time::sleep(Duration::from_millis(1_200)).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
 
         // The producer's trace, a new parent per attempt.
         let producer = TraceContext::parse(PRODUCER, None).unwrap();
@@ -213,9 +213,9 @@ where
             "startTime": "2030-05-01T10:00:00Z", "endTime": "2030-05-01T11:00:00Z"
         });
         assert_eq!(self.post_booking(name, None, &booking).await.0, 201);
-        self.deliver_everything().await;
+        self.deliver_all().await;
         tokio::time::sleep(Duration::from_millis(1_200)).await;
-        self.deliver_everything().await;
+        self.deliver_all().await;
 
         assert_eq!(
             gone.received().len(),
@@ -357,7 +357,7 @@ where
                 .await
                 .unwrap();
         assert_eq!((report.published, report.messages), (1, 1));
-        self.deliver_everything().await;
+        self.deliver_all().await;
         assert!(
             subject_sink.received().is_empty(),
             "never to the endpoint it is about"

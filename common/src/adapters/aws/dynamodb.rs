@@ -194,9 +194,11 @@ fn endpoint_item(endpoint: &Endpoint) -> Item {
             previous_secrets_value(&endpoint.previous_secrets),
         ),
     ]);
-    if let Some(at) = &endpoint.secret_rotated_at {
-        item.insert("secretRotatedAt".to_owned(), s(at));
-    }
+    optional(
+        &mut item,
+        "secretRotatedAt",
+        endpoint.secret_rotated_at.clone().map(s),
+    );
     item
 }
 
@@ -264,6 +266,11 @@ fn previous_secrets_from(item: &Item) -> Result<Vec<PreviousSecret>, StoreError>
         .collect()
 }
 
+/// A string attribute that may be absent.
+fn optional_text(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
 fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
@@ -299,7 +306,7 @@ fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
             .get("disabledReason")
             .and_then(|v| v.as_s().ok())
             .and_then(|v| v.parse::<DisabledReason>().ok()),
-        disabled_at: item.get("disabledAt").and_then(|v| v.as_s().ok()).cloned(),
+        disabled_at: optional_text(item, "disabledAt"),
         health: EndpointHealth {
             failure_streak: number(item, "failureStreak").unwrap_or(0),
             failing_since: number(item, "failingSince"),
@@ -319,10 +326,7 @@ fn endpoint_from_item(item: &Item) -> Result<Endpoint, StoreError> {
             .into_inner(),
         headers: headers_from(item)?,
         previous_secrets: previous_secrets_from(item)?,
-        secret_rotated_at: item
-            .get("secretRotatedAt")
-            .and_then(|v| v.as_s().ok())
-            .cloned(),
+        secret_rotated_at: optional_text(item, "secretRotatedAt"),
     })
 }
 
@@ -774,17 +778,14 @@ fn booking_item(org: &OrgId, booking: &Booking) -> Item {
         ("createdAt".to_owned(), s(&booking.created_at)),
         ("updatedAt".to_owned(), s(&booking.updated_at)),
     ]);
-    let optional = [
-        ("serviceId", &booking.service_id),
-        ("notes", &booking.notes),
-        ("cancelledAt", &booking.cancelled_at),
-        ("reason", &booking.reason),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            item.insert(name.to_owned(), s(value));
-        }
-    }
+    optional(&mut item, "serviceId", booking.service_id.clone().map(s));
+    optional(&mut item, "notes", booking.notes.clone().map(s));
+    optional(
+        &mut item,
+        "cancelledAt",
+        booking.cancelled_at.clone().map(s),
+    );
+    optional(&mut item, "reason", booking.reason.clone().map(s));
     item
 }
 
@@ -797,7 +798,6 @@ fn booking_key(org: &OrgId, id: &BookingId) -> Item {
 
 fn booking_from_item(item: &Item) -> Result<Booking, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
-    let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     let created_at = text(item, "createdAt")?.to_owned();
     Ok(Booking {
         id: BookingId::parse(text(item, "id")?).ok_or_else(|| corrupt("malformed booking id"))?,
@@ -805,20 +805,20 @@ fn booking_from_item(item: &Item) -> Result<Booking, StoreError> {
         customer_email: text(item, "customerEmail")?.to_owned(),
         start_time: text(item, "startTime")?.to_owned(),
         end_time: text(item, "endTime")?.to_owned(),
-        service_id: optional("serviceId"),
-        notes: optional("notes"),
+        service_id: optional_text(item, "serviceId"),
+        notes: optional_text(item, "notes"),
         // Bookings stored before they had a status or a change time were confirmed, and
         // unchanged since their creation.
-        status: match optional("status") {
+        status: match optional_text(item, "status") {
             None => BookingStatus::Confirmed,
             Some(status) => {
                 BookingStatus::parse(&status).ok_or_else(|| corrupt("unknown booking status"))?
             }
         },
-        updated_at: optional("updatedAt").unwrap_or_else(|| created_at.clone()),
+        updated_at: optional_text(item, "updatedAt").unwrap_or_else(|| created_at.clone()),
         created_at,
-        cancelled_at: optional("cancelledAt"),
-        reason: optional("reason"),
+        cancelled_at: optional_text(item, "cancelledAt"),
+        reason: optional_text(item, "reason"),
     })
 }
 
@@ -1068,10 +1068,7 @@ impl DynamoStore {
             .update_expression(COMPLETE_KEY)
             .condition_expression(CLAIM_IS_OURS)
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":completed", s("completed"))
-            .expression_attribute_values(":status", n(completion.response.status))
-            .expression_attribute_values(":body", s(&completion.response.body))
-            .expression_attribute_values(":token", s(&completion.token))
+            .set_expression_attribute_values(Some(completion_values(completion)))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(TransactWriteItem::builder().update(update).build()))
@@ -1096,6 +1093,16 @@ impl TransactItemIfSome for TransactWriteItemsFluentBuilder {
 const COMPLETE_KEY: &str =
     "SET #state = :completed, responseStatus = :status, responseBody = :body REMOVE claimToken, leaseUntil";
 const CLAIM_IS_OURS: &str = "claimToken = :token";
+
+/// The values of [`COMPLETE_KEY`] and [`CLAIM_IS_OURS`] for one completion.
+fn completion_values(completion: &IdempotencyCompletion) -> Item {
+    HashMap::from([
+        (":completed".to_owned(), s("completed")),
+        (":status".to_owned(), n(completion.response.status)),
+        (":body".to_owned(), s(&completion.response.body)),
+        (":token".to_owned(), s(&completion.token)),
+    ])
+}
 
 impl IdempotencyStore for DynamoStore {
     async fn claim_idempotency_key(
@@ -1160,10 +1167,7 @@ impl IdempotencyStore for DynamoStore {
             .update_expression(COMPLETE_KEY)
             .condition_expression(CLAIM_IS_OURS)
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":completed", s("completed"))
-            .expression_attribute_values(":status", n(completion.response.status))
-            .expression_attribute_values(":body", s(&completion.response.body))
-            .expression_attribute_values(":token", s(&completion.token))
+            .set_expression_attribute_values(Some(completion_values(completion)))
             .send()
             .await;
         match applied(result)? {
@@ -1355,7 +1359,6 @@ fn attempt_item(record: &AttemptRecord) -> Item {
 
 fn attempt_from_item(org: &OrgId, item: &Item) -> Result<AttemptRecord, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("attempt record: {what}"));
-    let optional_text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Ok(AttemptRecord {
         org: org.clone(),
         endpoint_id: EndpointId::parse(text(item, "endpointId")?)
@@ -1368,11 +1371,11 @@ fn attempt_from_item(org: &OrgId, item: &Item) -> Result<AttemptRecord, StoreErr
             .parse()
             .map_err(|e: String| corrupt(&e))?,
         status_code: number(item, "statusCode"),
-        error_class: optional_text("errorClass").and_then(|c| c.parse().ok()),
-        error: optional_text("error"),
+        error_class: optional_text(item, "errorClass").and_then(|c| c.parse().ok()),
+        error: optional_text(item, "error"),
         latency_ms: number(item, "latencyMs").unwrap_or(0),
-        response_body: optional_text("responseBody"),
-        trigger: optional_text("trigger")
+        response_body: optional_text(item, "responseBody"),
+        trigger: optional_text(item, "trigger")
             .and_then(|t| t.parse().ok())
             .unwrap_or_default(),
         expires_at: number(item, "expiresAt").unwrap_or(0),
@@ -1427,13 +1430,12 @@ fn trace_from(item: &Item) -> Option<TraceContext> {
 
 fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("message record: {what}"));
-    let optional_text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Ok(MessageRecord {
         org: org.clone(),
         endpoint_id: EndpointId::parse(text(item, "endpointId")?)
             .ok_or_else(|| corrupt("endpointId"))?,
         message_id: MessageId::parse(text(item, "id")?).ok_or_else(|| corrupt("id"))?,
-        event_id: optional_text("eventId").and_then(|id| EventId::parse(&id)),
+        event_id: optional_text(item, "eventId").and_then(|id| EventId::parse(&id)),
         event_type: text(item, "type")?.to_owned(),
         timestamp: text(item, "timestamp")?.to_owned(),
         data: serde_json::from_str(text(item, "data")?).map_err(|e| corrupt(&e.to_string()))?,
@@ -1441,9 +1443,9 @@ fn message_from_item(org: &OrgId, item: &Item) -> Result<MessageRecord, StoreErr
             .parse()
             .map_err(|e: String| corrupt(&e))?,
         attempts: number(item, "attempts").unwrap_or(0),
-        next_attempt_at: optional_text("nextAttemptAt"),
+        next_attempt_at: optional_text(item, "nextAttemptAt"),
         last_status: number(item, "lastStatus"),
-        last_error: optional_text("lastError"),
+        last_error: optional_text(item, "lastError"),
         updated_at: text(item, "updatedAt")?.to_owned(),
         expires_at: number(item, "expiresAt").unwrap_or(0),
         trace: trace_from(item),
