@@ -144,6 +144,16 @@ mod tests {
             .unwrap();
         assert_eq!(secret.expose().as_bytes(), rotated);
         assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+        // During a rotation's grace period both sign every delivery: each stays cached.
+        for _ in 0..3 {
+            for ciphertext in [first.as_slice(), rotated.as_slice()] {
+                assert!(cache
+                    .get_or_decrypt(&cipher, ciphertext, context)
+                    .await
+                    .is_ok());
+            }
+        }
+        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
 
         tokio::time::advance(Duration::from_secs(301)).await;
         assert!(cache

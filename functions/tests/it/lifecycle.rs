@@ -91,6 +91,15 @@ where
         )
     }
 
+    /// The endpoint as stored (with its ciphertexts), for what no API answer shows.
+    async fn stored(&self, org_name: &str, id: &EndpointId) -> common::domain::endpoint::Endpoint {
+        self.store
+            .get_endpoint(&org(org_name), id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     async fn get_endpoint_json(&self, org_name: &str, id: &str) -> (u16, Value) {
         let path = format!("/webhooks/{id}");
         let event = ApiEvent::new("GET", "/webhooks/{id}", &path)
@@ -201,12 +210,7 @@ where
         );
 
         // The replaced secret is kept encrypted under its own endpoint's context only.
-        let stored = self
-            .store
-            .get_endpoint(&org(name), &endpoint)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = self.stored(name, &endpoint).await;
         assert_eq!(stored.previous_secrets.len(), 1);
         let previous = &stored.previous_secrets[0].ciphertext;
         let own = SecretContext {
@@ -260,12 +264,7 @@ where
             !verify_with_standardwebhooks(&old, &after),
             "the old secret fails after the grace period"
         );
-        let stored = self
-            .store
-            .get_endpoint(&org(name), &endpoint)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = self.stored(name, &endpoint).await;
         assert!(
             stored.previous_secrets.is_empty(),
             "expired secrets are deleted, not just ignored"
@@ -275,12 +274,7 @@ where
         for _ in 0..MAX_PREVIOUS_SECRETS + 2 {
             assert_eq!(self.rotate(name, &id, None).await.0, 200);
         }
-        let stored = self
-            .store
-            .get_endpoint(&org(name), &endpoint)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = self.stored(name, &endpoint).await;
         assert_eq!(stored.previous_secrets.len(), MAX_PREVIOUS_SECRETS);
         // A rotation retried with its key shows its own secret again, even after a later
         // rotation (while that secret is still in its grace period), never the later one.
@@ -304,12 +298,7 @@ where
         let (_, last, _) = self
             .rotate(name, &id, Some(json!({ "gracePeriodSeconds": 0 })))
             .await;
-        let stored = self
-            .store
-            .get_endpoint(&org(name), &endpoint)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = self.stored(name, &endpoint).await;
         assert!(
             stored.previous_secrets.is_empty(),
             "no secret but the new one signs"
