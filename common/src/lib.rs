@@ -16,3 +16,4 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod time;
+pub mod tls;

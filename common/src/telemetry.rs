@@ -1,6 +1,7 @@
 //! The log subscriber every binary installs: the Lambda runtime's default (level from
-//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; JSON when `AWS_LAMBDA_LOG_FORMAT` is
-//! `JSON`), with one rule added that no setting can lift: events from other crates stop at INFO.
+//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, either one level name, else INFO; JSON when
+//! `AWS_LAMBDA_LOG_FORMAT` is `JSON`), with one rule added that no setting can lift: events
+//! from other crates stop at INFO.
 //!
 //! At DEBUG and TRACE the AWS SDK logs request and response bodies (the KMS `Encrypt` request
 //! carries the plaintext `whsec_` secret, `Decrypt`'s answer too) and the Lambda runtime logs
@@ -12,7 +13,7 @@
 use std::env;
 use std::str::FromStr;
 
-use lambda_runtime::tracing::subscriber::filter::{filter_fn, EnvFilter, LevelFilter};
+use lambda_runtime::tracing::subscriber::filter::{filter_fn, LevelFilter};
 use lambda_runtime::tracing::subscriber::fmt::MakeWriter;
 use lambda_runtime::tracing::subscriber::layer::SubscriberExt;
 use lambda_runtime::tracing::subscriber::util::SubscriberInitExt;
@@ -38,19 +39,19 @@ where
         .ok()
         .and_then(|level| LevelFilter::from_str(&level).ok())
         .unwrap_or(LevelFilter::INFO);
-    let env_filter = EnvFilter::builder()
-        .with_default_directive(level.into())
-        .from_env_lossy();
+    // A level and the ceiling, not an `EnvFilter`: its directive syntax would bring a regex
+    // engine (regex-automata) into every binary for per-target levels nobody sets on Lambda.
+    let filter =
+        filter_fn(move |metadata| *metadata.level() <= level && below_the_secret_ceiling(metadata));
     let builder = subscriber::fmt()
         .with_target(false)
         .without_time()
-        .with_env_filter(env_filter)
+        .with_max_level(level)
         .with_writer(writer);
-    let ceiling = filter_fn(below_the_secret_ceiling);
     if json {
-        Box::new(builder.json().finish().with(ceiling))
+        Box::new(builder.json().finish().with(filter))
     } else {
-        Box::new(builder.finish().with(ceiling))
+        Box::new(builder.finish().with(filter))
     }
 }
 

@@ -110,12 +110,16 @@ pub struct WebhookClient {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not build the HTTP client: {0}")]
-pub struct ClientBuildError(#[from] reqwest::Error);
+pub enum ClientBuildError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
+    #[error("could not build the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
 
 impl WebhookClient {
     pub fn new(config: &DeliveryConfig) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::reqwest_builder()?
             .dns_resolver(VettingResolver {
                 policy: config.targets,
             })

@@ -199,7 +199,7 @@ impl Caller {
     fn into_client(self) -> Result<tools::ApiClient, LocalError> {
         let claim = ApiConfig::from_source(&ProcessEnv)?.org_id_claim;
         let token = issue_token(self.jwt_secret.as_bytes(), &claim, &self.org)?;
-        Ok(tools::ApiClient::new(self.api, token, self.org))
+        tools::ApiClient::new(self.api, token, self.org)
     }
 }
 
@@ -278,7 +278,7 @@ async fn serve(args: ServeArgs) -> Result<(), LocalError> {
     let relay_min_age = api_config.publish_timeout + RELAY_MARGIN;
 
     if aws {
-        let sdk = load_sdk_config().await;
+        let sdk = load_sdk_config().await.map_err(|e| setup(&e))?;
         let store =
             DynamoStore::from_sdk_config(&sdk, config::required(&ProcessEnv, config::TABLE_NAME)?);
         let cipher =

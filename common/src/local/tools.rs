@@ -19,13 +19,18 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(base: String, token: String, org: OrgId) -> Self {
-        Self {
+    pub fn new(base: String, token: String, org: OrgId) -> Result<Self, LocalError> {
+        let setup = |e: &dyn std::fmt::Display| LocalError::Setup(e.to_string());
+        let http = crate::tls::reqwest_builder()
+            .map_err(|e| setup(&e))?
+            .build()
+            .map_err(|e| setup(&e))?;
+        Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
             org,
-            http: reqwest::Client::new(),
-        }
+            http,
+        })
     }
 
     /// Sends a request; the status and the JSON answer (`null` when there is none).
@@ -135,7 +140,8 @@ pub async fn listen(
         client.org
     );
 
-    let forwarder = reqwest::Client::builder()
+    let forwarder = crate::tls::reqwest_builder()
+        .map_err(|e| LocalError::Setup(e.to_string()))?
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| LocalError::Setup(e.to_string()))?;

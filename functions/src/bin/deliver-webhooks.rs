@@ -14,7 +14,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let config = DeliveryConfig::from_source(&ProcessEnv)?;
-    let sdk = load_sdk_config().await;
+    let sdk = load_sdk_config().await?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let cipher = KmsCipher::from_sdk_config(&sdk, required(&ProcessEnv, KMS_KEY_ID)?);
     let control = SqsConsumer::from_sdk_config(

@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let min_age = relay_min_age(&ProcessEnv)?;
     let metrics = metrics(&ProcessEnv)?;
-    let sdk = load_sdk_config().await;
+    let sdk = load_sdk_config().await?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
     // An error fails the scheduled invocation, so it shows in the function's error metric;

@@ -10,7 +10,7 @@ use lambda_http::{run, service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let config = ApiConfig::from_source(&ProcessEnv)?;
-    let sdk = load_sdk_config().await;
+    let sdk = load_sdk_config().await?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
     run(service_fn(|request: Request| async {

@@ -10,6 +10,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The project's TLS set-up, as every reqwest client of it (reqwest has no provider of its own).
+fn http_client() -> reqwest::Client {
+    common::tls::reqwest_builder().unwrap().build().unwrap()
+}
+
 const BINARY: &str = env!("CARGO_BIN_EXE_webhooks-local");
 const JWT_SECRET: &str = "local-runner-test-secret";
 
@@ -105,7 +110,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url);
+    let mut request = http_client().request(method, url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -407,7 +412,7 @@ async fn the_demo_receiver_refuses_what_does_not_verify() {
     let post = |timestamp: i64, signature: String| {
         let url = url.clone();
         async move {
-            reqwest::Client::new()
+            http_client()
                 .post(url)
                 .header("webhook-id", "msg_1")
                 .header("webhook-timestamp", timestamp.to_string())
@@ -437,7 +442,7 @@ async fn the_demo_receiver_refuses_what_does_not_verify() {
 async fn the_router_answers_like_api_gateway_would() {
     let runner = Runner::start(&[]).await;
     let token = token("org_router").await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let send = |method: reqwest::Method, path: &str, auth: String| {
         client
             .request(method, format!("{}{path}", runner.base))
@@ -525,7 +530,7 @@ async fn every_401_names_its_cause_and_carries_a_bearer_challenge() {
         ),
     ];
     for (authorization, cause, error) in cases {
-        let mut request = reqwest::Client::new().get(&url);
+        let mut request = http_client().get(&url);
         if let Some(value) = &authorization {
             request = request.header("authorization", value);
         }
@@ -569,7 +574,9 @@ async fn every_401_names_its_cause_and_carries_a_bearer_challenge() {
         }
     }
     // An unknown route is a 404 whatever the token, as on API Gateway.
-    let response = reqwest::get(format!("{}/nothing-here", runner.base))
+    let response = http_client()
+        .get(format!("{}/nothing-here", runner.base))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
