@@ -1,6 +1,7 @@
 //! Narrow traits between the domain and the world. Each has an `aws` and an `embedded` adapter,
 //! and both pass the same contract tests (`tests/contract_*.rs`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub struct EndpointPage {
     pub next_after: Option<EndpointId>,
 }
 
+/// What [`EndpointStore::get_endpoints`] answers: per key read, the endpoint if there is one.
+pub type EndpointsRead = HashMap<(OrgId, EndpointId), Option<Endpoint>>;
+
 /// Endpoints, always addressed through their org: another org's item cannot even be named.
 pub trait EndpointStore: Send + Sync {
     /// Stores a new endpoint unless its org already has `max_per_org` endpoints
@@ -53,6 +57,15 @@ pub trait EndpointStore: Send + Sync {
         org: &OrgId,
         id: &EndpointId,
     ) -> impl Future<Output = Result<Option<Endpoint>, StoreError>> + Send;
+
+    /// Several endpoints in one read (DynamoDB `BatchGetItem`, strongly consistent): for each
+    /// key answered, the endpoint or `None` when there is none. A key missing from the answer
+    /// was not read (DynamoDB left it unprocessed, throttled, after retries): its caller reads
+    /// it on its own. Any number of keys; duplicates are read once.
+    fn get_endpoints(
+        &self,
+        keys: &[(OrgId, EndpointId)],
+    ) -> impl Future<Output = Result<EndpointsRead, StoreError>> + Send;
 
     /// Up to `limit` endpoints after `after`, in id (creation) order.
     fn list_endpoints(

@@ -5,6 +5,7 @@
 //! The same [`Deliverer::process_batch`] serves the `deliver-webhooks` Lambda (records from an
 //! SQS event) and the local runner (records from the embedded queue).
 
+mod batch_endpoints;
 mod client;
 mod secrets;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 pub use crate::domain::delivery::{DeadLetter, DeadLetterReason, QueueRecord};
+use batch_endpoints::BatchEndpoints;
 pub use client::{
     resolve_vetted, ClientBuildError, PostOutcome, PostResult, SignedRequest, WebhookClient,
     USER_AGENT_VALUE,
@@ -31,7 +33,7 @@ use crate::domain::delivery::{
 };
 use crate::domain::endpoint::Endpoint;
 use crate::domain::event::{DeliveryMessage, Event, EventType};
-use crate::domain::id::EventId;
+use crate::domain::id::{EndpointId, EventId};
 use crate::domain::queue_body::QueueBody;
 use crate::domain::retry::{human_duration, NextStep};
 use crate::domain::secret::WebhookSecret;
@@ -161,18 +163,20 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
     /// Attempts every record, at most `concurrency` at a time, and settles each group of
     /// records whose attempts ended together as soon as they end: one store write for their
     /// attempt records, then their re-sends and dead letters, then one delete, so a slow
-    /// subscriber holds only its own records. An attempt still running at `deadline` is
-    /// abandoned and its record left to the queue. Returns the queue ids of the records left
-    /// to the queue.
+    /// subscriber holds only its own records. The endpoints of the records due now are read
+    /// first, together (one `BatchGetItem` for a batch of 10). An attempt still running at
+    /// `deadline` is abandoned and its record left to the queue. Returns the queue ids of the
+    /// records left to the queue.
     pub async fn process_batch(
         &self,
         consumer: &(impl QueueConsumer + DeliveryQueue),
         records: Vec<QueueRecord>,
         deadline: Instant,
     ) -> Vec<String> {
+        let endpoints = &BatchEndpoints::read(&self.store, &endpoints_due(&records)).await;
         let mut decided = stream::iter(records)
             .map(|record| async move {
-                match tokio::time::timeout_at(deadline, self.decide(consumer, &record)).await {
+                match tokio::time::timeout_at(deadline, self.decide(consumer, &record, endpoints)).await {
                     Ok((settle, log)) => Decided { record, settle, log },
                     Err(_) => {
                         tracing::error!(queue_message_id = %record.queue_message_id, "not attempted before the invocation's deadline; the queue hands it out again after its visibility timeout, for the same attempt");
@@ -318,6 +322,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         &self,
         queue: &impl DeliveryQueue,
         record: &QueueRecord,
+        endpoints: &BatchEndpoints,
     ) -> (Settle, Option<LogEntry>) {
         let message = match serde_json::from_str::<DeliveryMessage>(&record.body) {
             Ok(message) => message,
@@ -371,7 +376,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         let attempt = message.attempt.max(1);
         let started_at = now_rfc3339();
         let manual = message.trigger == Trigger::Manual;
-        let facts = match self.try_once(&org, &message, now, manual).await {
+        let facts = match self.try_once(&org, &message, now, manual, endpoints).await {
             Tried::Attempted(facts) => facts,
             Tried::Postponed(error) => {
                 tracing::error!(message_id = %message.id, endpoint_id = %message.endpoint_id, attempt, "{error}; attempt {attempt} postponed by {}, not counted", human_duration(POSTPONE_DELAY));
@@ -642,8 +647,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         message: &DeliveryMessage,
         now: u64,
         manual: bool,
+        endpoints: &BatchEndpoints,
     ) -> Tried {
-        let endpoint = match self.store.get_endpoint(org, &message.endpoint_id).await {
+        let read = match endpoints.get(org, &message.endpoint_id) {
+            Some(read) => Ok(read),
+            None => self.store.get_endpoint(org, &message.endpoint_id).await,
+        };
+        let endpoint = match read {
             Ok(Some(endpoint)) => endpoint,
             Ok(None) => {
                 return Tried::Attempted(Facts::unsent(
@@ -678,7 +688,8 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                         + u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 2),
                 };
                 match self.store.change_health(org, &endpoint.id, change).await {
-                    Ok(Some(_)) => {
+                    Ok(Some(health)) => {
+                        endpoints.note_health(org, &endpoint.id, &health);
                         tracing::info!(endpoint_id = %endpoint.id, message_id = %message.id, "probing {} with {} after {} consecutive failures", endpoint.id, message.id, endpoint.health.failure_streak)
                     }
                     Ok(None) => return Tried::Attempted(circuit_open(&endpoint.health)),
@@ -759,12 +770,12 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         };
         match result.outcome {
             PostOutcome::Delivered { status } => {
-                self.note_success(org, &endpoint).await;
+                self.note_success(org, &endpoint, endpoints).await;
                 facts.outcome = Outcome::Delivered;
                 facts.status = Some(status);
             }
             PostOutcome::Gone => {
-                self.disable(org, &endpoint, DisabledReason::Gone, None)
+                self.disable(org, &endpoint, DisabledReason::Gone, None, endpoints)
                     .await;
                 facts.outcome = Outcome::Gone;
                 facts.status = Some(410);
@@ -781,7 +792,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                 error,
                 retry_after,
             } => {
-                self.note_failure(org, &endpoint).await;
+                self.note_failure(org, &endpoint, endpoints).await;
                 facts.status = status;
                 facts.class = Some(class);
                 facts.error = Some(error);
@@ -960,9 +971,12 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         }
     }
 
-    async fn note_success(&self, org: &OrgId, endpoint: &Endpoint) {
+    async fn note_success(&self, org: &OrgId, endpoint: &Endpoint, endpoints: &BatchEndpoints) {
         let now = unix_millis_now();
-        let health = &endpoint.health;
+        // As the batch last saw it: of ten records to one endpoint, the first success to end
+        // refreshes `lastSuccessAt` and the other nine find nothing left to write.
+        let seen = endpoints.health(org, &endpoint.id);
+        let health = seen.as_ref().unwrap_or(&endpoint.health);
         let stale = health
             .last_success_at
             .is_none_or(|at| now.saturating_sub(at) >= SUCCESS_REFRESH_MILLIS);
@@ -978,24 +992,31 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             )
             .await
         {
-            Ok(_) if health.circuit_open_until.is_some() => {
-                tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, health.failure_streak)
+            Ok(changed) => {
+                if let Some(changed) = &changed {
+                    endpoints.note_health(org, &endpoint.id, changed);
+                }
+                if health.circuit_open_until.is_some() {
+                    tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, health.failure_streak)
+                }
             }
-            Ok(_) => {}
             Err(error) => {
                 tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a success in the endpoint's health")
             }
         }
     }
 
-    async fn note_failure(&self, org: &OrgId, endpoint: &Endpoint) {
+    async fn note_failure(&self, org: &OrgId, endpoint: &Endpoint, endpoints: &BatchEndpoints) {
         let now = unix_millis_now();
         let health = match self
             .store
             .change_health(org, &endpoint.id, HealthChange::Failed { at_millis: now })
             .await
         {
-            Ok(Some(health)) => health,
+            Ok(Some(health)) => {
+                endpoints.note_health(org, &endpoint.id, &health);
+                health
+            }
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a failure in the endpoint's health");
@@ -1008,8 +1029,14 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             .failing_since
             .filter(|since| now.saturating_sub(*since) >= disable_after)
         {
-            self.disable(org, endpoint, DisabledReason::Failing, Some(since + 1))
-                .await;
+            self.disable(
+                org,
+                endpoint,
+                DisabledReason::Failing,
+                Some(since + 1),
+                endpoints,
+            )
+            .await;
             return;
         }
         let circuit = self.config.circuit;
@@ -1021,6 +1048,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             };
             match self.store.change_health(org, &endpoint.id, change).await {
                 Ok(Some(opened)) => {
+                    endpoints.note_health(org, &endpoint.id, &opened);
                     tracing::warn!(endpoint_id = %endpoint.id, failure_streak = health.failure_streak, circuit_open_for = %human_duration(open_for), "the circuit of {} opened for {} after {} consecutive failures", endpoint.id, human_duration(open_for), health.failure_streak);
                     let data = json!({
                         "endpointId": endpoint.id, "url": endpoint.url,
@@ -1044,6 +1072,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         endpoint: &Endpoint,
         reason: DisabledReason,
         failing_since_before: Option<u64>,
+        endpoints: &BatchEndpoints,
     ) {
         let at = now_rfc3339();
         match self
@@ -1052,6 +1081,7 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             .await
         {
             Ok(true) => {
+                endpoints.note_disabled(org, &endpoint.id);
                 tracing::warn!(endpoint_id = %endpoint.id, disabled_reason = reason.as_str(), "endpoint {} disabled: {}", endpoint.id, reason.as_str());
                 let data = json!({
                     "endpointId": endpoint.id, "url": endpoint.url,
@@ -1066,6 +1096,32 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             }
         }
     }
+}
+
+/// The endpoints of the records whose attempt is due now (not a hop, not a recovery task),
+/// each once, in order.
+fn endpoints_due(records: &[QueueRecord]) -> Vec<(OrgId, EndpointId)> {
+    let now = unix_millis_now();
+    let mut keys: Vec<(OrgId, EndpointId)> = Vec::with_capacity(records.len());
+    for record in records {
+        let Ok(message) = serde_json::from_str::<DeliveryMessage>(&record.body) else {
+            continue;
+        };
+        if message
+            .due_at_millis()
+            .is_some_and(|due| due > now + DUE_TOLERANCE_MILLIS)
+        {
+            continue;
+        }
+        let Some(org) = OrgId::parse(&message.org_id) else {
+            continue;
+        };
+        let key = (org, message.endpoint_id);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 /// The trace id a message carries, for its log lines (empty when none).

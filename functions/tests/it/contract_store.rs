@@ -945,9 +945,40 @@ async fn rotations_and_booking_changes_are_conditional(
     assert_eq!(store.get_booking(&b, &booking.id).await.unwrap(), None);
 }
 
+/// Many keys in one read, past DynamoDB's 100 per `BatchGetItem`, each org's under its own
+/// org only, duplicates once, and a missing endpoint answered as none.
+async fn a_batch_read_answers_every_key_under_its_org(store: &impl EndpointStore) {
+    let (a, b) = (org("org_batch_a"), org("org_batch_b"));
+    let mut keys = Vec::new();
+    let mut stored = Vec::new();
+    for n in 0..105 {
+        let owner = if n % 2 == 0 { &a } else { &b };
+        let e = endpoint(owner, &[EventType::BookingCreated]);
+        store.insert_endpoint(&e, CAP, None).await.unwrap();
+        keys.push((owner.clone(), e.id.clone()));
+        stored.push(e);
+    }
+    // Another org's key for an existing endpoint, one that was never stored, and a duplicate.
+    let foreign = (b.clone(), stored[0].id.clone());
+    let missing = (a.clone(), EndpointId::generate().unwrap());
+    keys.push(foreign.clone());
+    keys.push(missing.clone());
+    keys.push(keys[3].clone());
+
+    let read = store.get_endpoints(&keys).await.unwrap();
+    assert_eq!(read.len(), 107);
+    for e in &stored {
+        assert_eq!(read[&(e.org_id.clone(), e.id.clone())].as_ref(), Some(e));
+    }
+    assert_eq!(read[&foreign], None);
+    assert_eq!(read[&missing], None);
+    assert!(store.get_endpoints(&[]).await.unwrap().is_empty());
+}
+
 async fn suite(
     store: &(impl EndpointStore + BookingStore + EventOutbox + DeliveryLog + IdempotencyStore),
 ) {
+    a_batch_read_answers_every_key_under_its_org(store).await;
     idempotency_claims_are_exclusive_leased_and_answered_once(store).await;
     rotations_and_booking_changes_are_conditional(store).await;
     health_changes_are_atomic_conditional_and_scoped(store).await;

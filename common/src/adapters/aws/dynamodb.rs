@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, Put, PutRequest, ReturnValue,
+    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
@@ -34,8 +34,8 @@ use crate::domain::trace::TraceContext;
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox,
-    IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EndpointsRead,
+    EventOutbox, IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -99,6 +99,21 @@ fn endpoint_key(org: &OrgId, id: &EndpointId) -> Item {
         ("SK".to_owned(), s(format!("{ENDPOINT_PREFIX}{id}"))),
     ])
 }
+
+/// The org and endpoint an endpoint key names (the inverse of [`endpoint_key`]).
+fn endpoint_of_key(key: &Item) -> Option<(OrgId, EndpointId)> {
+    let org = key.get("PK")?.as_s().ok()?.strip_prefix("ORG#")?;
+    let id = key.get("SK")?.as_s().ok()?.strip_prefix(ENDPOINT_PREFIX)?;
+    Some((OrgId::parse(org)?, EndpointId::parse(id)?))
+}
+
+/// Most keys in one `BatchGetItem` (DynamoDB API reference, BatchGetItem: 100 items).
+const MAX_BATCH_GET: usize = 100;
+/// Rounds for keys DynamoDB leaves unprocessed (throttling), waiting 25, 50, 100 ms: what the
+/// BatchGetItem reference asks for (retry with exponential backoff), bounded so a throttled
+/// table costs a delivery batch 175 ms at most before its records read alone.
+const BATCH_GET_RETRIES: u32 = 3;
+const BATCH_GET_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The org's endpoint count, kept by create and delete in the same transaction as the endpoint.
 /// Its sort key shares no prefix with an item kind, so no listing ever reads it.
@@ -404,6 +419,76 @@ impl EndpointStore for DynamoStore {
             .as_ref()
             .map(endpoint_from_item)
             .transpose()
+    }
+
+    async fn get_endpoints(
+        &self,
+        keys: &[(OrgId, EndpointId)],
+    ) -> Result<EndpointsRead, StoreError> {
+        let mut unique: Vec<&(OrgId, EndpointId)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !unique.contains(&key) {
+                unique.push(key);
+            }
+        }
+        let mut read = EndpointsRead::with_capacity(unique.len());
+        for chunk in unique.chunks(MAX_BATCH_GET) {
+            let mut wanted: Vec<Item> = chunk
+                .iter()
+                .map(|(org, id)| endpoint_key(org, id))
+                .collect();
+            let mut backoff = BATCH_GET_BACKOFF;
+            for round in 0..=BATCH_GET_RETRIES {
+                if round > 0 {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(unavailable)?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                // A corrupt item is left out: the record that needs it reads it alone and
+                // reports it.
+                for item in output
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let Ok(endpoint) = endpoint_from_item(&item) {
+                        read.insert(
+                            (endpoint.org_id.clone(), endpoint.id.clone()),
+                            Some(endpoint),
+                        );
+                    }
+                }
+                wanted = output
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+                if wanted.is_empty() {
+                    break;
+                }
+            }
+            let unread: Vec<(OrgId, EndpointId)> =
+                wanted.iter().filter_map(endpoint_of_key).collect();
+            for key in chunk {
+                if !unread.contains(key) {
+                    read.entry((*key).clone()).or_insert(None);
+                }
+            }
+        }
+        Ok(read)
     }
 
     async fn list_endpoints(

@@ -17,8 +17,8 @@ use crate::domain::idempotency::{IdempotencyCompletion, IdempotencyRecord, KeySt
 use crate::domain::OrgId;
 use crate::error::StoreError;
 use crate::ports::{
-    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EventOutbox,
-    IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
+    AttemptPage, BookingStore, DeliveryLog, EndpointPage, EndpointStore, EndpointsRead,
+    EventOutbox, IdempotencyStore, MessagePage, MAX_PAGE_SIZE,
 };
 use crate::time::unix_seconds_now;
 
@@ -154,6 +154,17 @@ impl EndpointStore for MemoryStore {
     ) -> Result<Option<Endpoint>, StoreError> {
         let endpoints = self.endpoints.lock().map_err(poisoned)?;
         Ok(endpoints.get(&(org.clone(), id.clone())).cloned())
+    }
+
+    async fn get_endpoints(
+        &self,
+        keys: &[(OrgId, EndpointId)],
+    ) -> Result<EndpointsRead, StoreError> {
+        let endpoints = self.endpoints.lock().map_err(poisoned)?;
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), endpoints.get(key).cloned()))
+            .collect())
     }
 
     async fn list_endpoints(
