@@ -1,11 +1,13 @@
 //! Plaintext secrets cached briefly in memory, so a warm container does not call KMS for every
 //! delivery. An entry is keyed by the ciphertext it came from, so the current and previous
-//! secrets of a rotated endpoint are each decrypted once per cache period.
+//! secrets of a rotated endpoint are each decrypted once per cache period; records of one
+//! batch that need the same secret at the same moment wait for one decryption, not one each.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::domain::id::EndpointId;
@@ -20,8 +22,10 @@ const SWEEP_THRESHOLD: usize = 1024;
 /// Whose secret, and the ciphertext it was decrypted from.
 type CacheKey = (OrgId, EndpointId, Vec<u8>);
 
-struct Cached {
-    secret: WebhookSecret,
+/// One secret's slot: filled by the first caller's decryption, which the others wait for. A
+/// failed decryption leaves it empty, and the next caller tries again.
+struct Slot {
+    secret: Arc<OnceCell<WebhookSecret>>,
     expires_at: Instant,
 }
 
@@ -34,14 +38,14 @@ pub(super) enum SecretError {
 
 pub(super) struct SecretCache {
     ttl: Duration,
-    entries: Mutex<HashMap<CacheKey, Cached>>,
+    slots: Mutex<HashMap<CacheKey, Slot>>,
 }
 
 impl SecretCache {
     pub(super) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -51,46 +55,64 @@ impl SecretCache {
         ciphertext: &[u8],
         context: SecretContext<'_>,
     ) -> Result<WebhookSecret, SecretError> {
+        let Some(slot) = self.slot(ciphertext, context) else {
+            return decrypt(cipher, ciphertext, context).await;
+        };
+        slot.get_or_try_init(|| decrypt(cipher, ciphertext, context))
+            .await
+            .cloned()
+    }
+
+    /// The secret's current slot, a new one if it has none or its period is over; `None` when
+    /// caching is off (a TTL of zero) or the lock is poisoned.
+    fn slot(
+        &self,
+        ciphertext: &[u8],
+        context: SecretContext<'_>,
+    ) -> Option<Arc<OnceCell<WebhookSecret>>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
         let key = (
             context.org_id.clone(),
             context.endpoint_id.clone(),
             ciphertext.to_vec(),
         );
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(cached) = entries.get(&key) {
-                if cached.expires_at > Instant::now() {
-                    return Ok(cached.secret.clone());
-                }
-            }
+        let mut slots = self.slots.lock().ok()?;
+        let now = Instant::now();
+        if let Some(slot) = slots.get(&key).filter(|slot| slot.expires_at > now) {
+            return Some(slot.secret.clone());
         }
-        let plaintext = cipher
-            .decrypt(ciphertext, context)
-            .await
-            .map_err(|e| match e {
-                CipherError::Undecryptable => SecretError::Unusable(e.to_string()),
-                CipherError::Unavailable(_) => SecretError::Unavailable(e.to_string()),
-            })?;
-        let text = String::from_utf8(plaintext)
-            .map_err(|_| SecretError::Unusable("the secret is not text".into()))?;
-        let secret =
-            WebhookSecret::parse(&text).map_err(|e| SecretError::Unusable(e.to_string()))?;
-        if !self.ttl.is_zero() {
-            if let Ok(mut entries) = self.entries.lock() {
-                let now = Instant::now();
-                if entries.len() >= SWEEP_THRESHOLD {
-                    entries.retain(|_, c| c.expires_at > now);
-                }
-                entries.insert(
-                    key,
-                    Cached {
-                        secret: secret.clone(),
-                        expires_at: now + self.ttl,
-                    },
-                );
-            }
+        if slots.len() >= SWEEP_THRESHOLD {
+            slots.retain(|_, slot| slot.expires_at > now);
         }
-        Ok(secret)
+        let secret = Arc::new(OnceCell::new());
+        slots.insert(
+            key,
+            Slot {
+                secret: secret.clone(),
+                expires_at: now + self.ttl,
+            },
+        );
+        Some(secret)
     }
+}
+
+async fn decrypt(
+    cipher: &impl SecretCipher,
+    ciphertext: &[u8],
+    context: SecretContext<'_>,
+) -> Result<WebhookSecret, SecretError> {
+    let plaintext = cipher
+        .decrypt(ciphertext, context)
+        .await
+        .map_err(|e| match e {
+            CipherError::Undecryptable => SecretError::Unusable(e.to_string()),
+            CipherError::Unavailable(_) => SecretError::Unavailable(e.to_string()),
+        })?;
+    let text = String::from_utf8(plaintext)
+        .map_err(|_| SecretError::Unusable("the secret is not text".into()))?;
+    WebhookSecret::parse(&text).map_err(|e| SecretError::Unusable(e.to_string()))
 }
 
 #[cfg(test)]
@@ -160,6 +182,71 @@ mod tests {
             .get_or_decrypt(&cipher, rotated, context)
             .await
             .is_ok());
+        assert_eq!(cipher.0.load(Ordering::SeqCst), 3);
+    }
+
+    /// Decrypts after a pause, so that concurrent callers overlap.
+    struct SlowCipher(AtomicUsize);
+
+    impl SecretCipher for SlowCipher {
+        async fn encrypt(
+            &self,
+            plaintext: &[u8],
+            _: SecretContext<'_>,
+        ) -> Result<Vec<u8>, CipherError> {
+            Ok(plaintext.to_vec())
+        }
+        async fn decrypt(
+            &self,
+            ciphertext: &[u8],
+            _: SecretContext<'_>,
+        ) -> Result<Vec<u8>, CipherError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(ciphertext.to_vec())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_secret_wait_for_one_decryption() {
+        let cipher = SlowCipher(AtomicUsize::new(0));
+        let cache = SecretCache::new(Duration::from_secs(300));
+        let org = OrgId::parse("org_a").unwrap();
+        let (id, other) = (
+            EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAW").unwrap(),
+        );
+        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let calls = (0..10).map(|n| {
+            let endpoint_id = if n < 8 { &id } else { &other };
+            let context = SecretContext {
+                org_id: &org,
+                endpoint_id,
+            };
+            cache.get_or_decrypt(&cipher, secret, context)
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        assert!(answers.iter().all(|a| a.is_ok()));
+        // Eight records of one endpoint, two of another: one decryption each.
+        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_ttl_every_call_decrypts() {
+        let cipher = CountingCipher(AtomicUsize::new(0));
+        let cache = SecretCache::new(Duration::ZERO);
+        let org = OrgId::parse("org_a").unwrap();
+        let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        let context = SecretContext {
+            org_id: &org,
+            endpoint_id: &id,
+        };
+        for _ in 0..3 {
+            assert!(cache
+                .get_or_decrypt(&cipher, b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", context)
+                .await
+                .is_ok());
+        }
         assert_eq!(cipher.0.load(Ordering::SeqCst), 3);
     }
 }
