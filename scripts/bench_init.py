@@ -1,12 +1,17 @@
-"""Cold start of every Lambda binary under an emulated Lambda Runtime API.
+"""Cold starts, first requests, warm invokes and CPU of every Lambda binary, under an emulated
+Lambda Runtime API, on moto.
 
 For each binary: RUNS times (default 10), start the process with the environment Lambda gives
 it, and time from process start to its first `GET /runtime/invocation/next` (init), then hand it
 the function's sample event from events/ and time until it posts the response (first request).
-Side by side with `hello_lambda`, a bare lambda_runtime function built the same way. Prints a
-table of medians; figures, never assertions.
+Then one more process answers the event WARM more times (default 50): the median warm latency
+(event handed out to response posted) and the CPU per warm invoke (the process's CPU, from
+wait4, minus the median CPU of a cold run, over WARM). Side by side with `hello_lambda`, a bare
+lambda_runtime function built the same way. The table, database, key and queues the functions
+name exist on moto (created here as the tests create them), so a first request makes the AWS
+calls it makes on AWS. Prints a table of medians; figures, never assertions.
 
-    python scripts/bench_init.py TARGET_DIR   (run by `scripts/bench init`, under with-moto)
+    python scripts/bench_init.py TARGET_DIR [NAME...]   (run by `scripts/bench init`, under with-moto)
 """
 
 import http.server
@@ -18,9 +23,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "10"))
+WARM = int(os.environ.get("WARM", "50"))
 
 
 class Emulator(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -29,18 +36,24 @@ class Emulator(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), Handler)
         self.lock = threading.Lock()
-        self.reset(None)
+        self.reset(None, 0)
 
-    def reset(self, event):
+    def reset(self, event, invokes):
         with self.lock:
             self.event = event
+            self.left = invokes
             self.first_next = None
-            self.response_at = None
-            self.served = False
+            self.handed_out = None
+            self.latencies = []
             self.done = threading.Event()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    # Keep-alive, as Lambda's Runtime API: a connection per request would be the emulator's
+    # cost in every figure.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
     def log_message(self, *args):
         pass
 
@@ -59,34 +72,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with server.lock:
             if server.first_next is None:
                 server.first_next = time.perf_counter()
-            serve = not server.served and server.event is not None
-            server.served = server.served or serve
+            serve = server.left > 0 and server.event is not None
+            if serve:
+                server.left -= 1
             event = server.event
         if not serve:
-            # A second /next: the run is over; hold the process until it is killed.
+            # The run is over; hold the process until it is killed.
             server.done.set()
             time.sleep(30)
             return
         body = json.dumps(event).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Lambda-Runtime-Aws-Request-Id", "bench-request")
+        self.send_header("Lambda-Runtime-Aws-Request-Id", str(uuid.uuid4()))
         self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30_000))
         self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        with server.lock:
+            server.handed_out = time.perf_counter()
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        now = time.perf_counter()
         with self.server.lock:
-            if self.server.response_at is None:
-                self.server.response_at = time.perf_counter()
+            self.server.latencies.append(now - self.server.handed_out)
         self.send_response(202)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        self.server.done.set()
 
 
 def sample_event(name):
@@ -97,7 +112,37 @@ def sample_event(name):
     return {"hello": "world"}
 
 
-def environment(port):
+def create_resources(endpoint):
+    """The table, key and queues, as common::testing creates them for the tests."""
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    suffix = uuid.uuid4().hex[:8]
+    table = f"bench-{suffix}"
+    session.client("dynamodb", endpoint_url=endpoint).create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": n, "AttributeType": t}
+            for n, t in (("PK", "S"), ("SK", "S"), ("outbox", "S"), ("pendingSince", "N"))
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "pending-events",
+            "KeySchema": [{"AttributeName": "outbox", "KeyType": "HASH"}, {"AttributeName": "pendingSince", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    key = session.client("kms", endpoint_url=endpoint).create_key()["KeyMetadata"]["KeyId"]
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    dlq = sqs.create_queue(QueueName=f"bench-dlq-{suffix}")["QueueUrl"]
+    queue = sqs.create_queue(QueueName=f"bench-delivery-{suffix}")["QueueUrl"]
+    return {"TABLE_NAME": table, "KMS_KEY_ID": key, "DELIVERY_QUEUE_URL": queue, "DEAD_LETTER_QUEUE_URL": dlq}
+
+
+def environment(port, resources):
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
@@ -108,58 +153,82 @@ def environment(port):
         "AWS_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_ENDPOINT_URL": os.environ.get("WEBHOOKS_TEST_AWS_ENDPOINT", "http://127.0.0.1:9"),
-        "TABLE_NAME": "bench",
-        "KMS_KEY_ID": "alias/bench",
-        "DELIVERY_QUEUE_URL": "http://127.0.0.1:9/queue/bench",
-        "DEAD_LETTER_QUEUE_URL": "http://127.0.0.1:9/queue/bench-dlq",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_ENDPOINT_URL": os.environ["WEBHOOKS_TEST_AWS_ENDPOINT"],
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
+        "WEBHOOKS_ALLOW_INSECURE_URLS": "true",
     }
+    env.update(resources)
     return env
 
 
-def measure(emulator, binary, name):
-    inits, firsts = [], []
+def run_once(emulator, binary, event, invokes, env):
+    """One process serving `invokes` events: (init s, latencies s, CPU s) or None."""
+    emulator.reset(event, invokes)
+    started = time.perf_counter()
+    process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    emulator.done.wait(timeout=120)
+    process.kill()
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode = -9
+    if emulator.first_next is None:
+        return None
+    return (emulator.first_next - started, list(emulator.latencies), usage.ru_utime + usage.ru_stime)
+
+
+def measure(emulator, binary, name, resources):
+    env = environment(emulator.server_address[1], resources)
+    event = sample_event(name)
+    inits, firsts, cold_cpu = [], [], []
     for _ in range(RUNS):
-        emulator.reset(sample_event(name))
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [binary],
-            env=environment(emulator.server_address[1]),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        emulator.done.wait(timeout=20)
-        process.kill()
-        process.wait()
-        if emulator.first_next is None:
+        result = run_once(emulator, binary, event, 1, env)
+        if result is None:
             continue
-        inits.append((emulator.first_next - started) * 1000)
-        if emulator.response_at is not None:
-            firsts.append((emulator.response_at - emulator.first_next) * 1000)
-    return inits, firsts
+        init, latencies, cpu = result
+        inits.append(init * 1000)
+        if latencies:
+            firsts.append(latencies[0] * 1000)
+        cold_cpu.append(cpu)
+    warm = run_once(emulator, binary, event, 1 + WARM, env)
+    median = lambda xs: statistics.median(xs) if xs else float("nan")
+    warm_ms, warm_cpu_us = float("nan"), float("nan")
+    if warm is not None and len(warm[1]) > 1:
+        warm_ms = median([x * 1000 for x in warm[1][1:]])
+        warm_cpu_us = max(0.0, warm[2] - median(cold_cpu)) / (len(warm[1]) - 1) * 1e6
+    return {
+        "init": median(inits),
+        "first": median(firsts),
+        "cold_cpu_ms": median(cold_cpu) * 1000,
+        "warm_ms": warm_ms,
+        "warm_cpu_us": warm_cpu_us,
+    }
 
 
 def main():
     target = sys.argv[1]
-    names = sorted(
+    names = sys.argv[2:] or sorted(
         f[: -len(".rs")] for f in os.listdir(os.path.join(ROOT, "functions", "src", "bin"))
         if f.endswith(".rs") and f != "webhooks-local.rs"
     )
+    resources = create_resources(os.environ["WEBHOOKS_TEST_AWS_ENDPOINT"])
     emulator = Emulator()
     threading.Thread(target=emulator.serve_forever, daemon=True).start()
-    rows = []
-    hello_inits, hello_firsts = measure(emulator, os.path.join(target, "examples", "hello_lambda"), "hello")
-    hello = statistics.median(hello_inits)
-    rows.append(("hello_lambda (baseline)", hello, statistics.median(hello_firsts)))
+    rows = [("hello_lambda (baseline)", measure(emulator, os.path.join(target, "examples", "hello_lambda"), "hello", resources))]
     for name in names:
-        inits, firsts = measure(emulator, os.path.join(target, name), name)
-        init = statistics.median(inits) if inits else float("nan")
-        first = statistics.median(firsts) if firsts else float("nan")
-        rows.append((name, init, first))
-    print(f"cold starts: median of {RUNS}, init = process start to first /next, first = event to response")
-    print(f"{'function':<26} {'init ms':>9} {'x hello':>8} {'first ms':>9} {'init+first':>11}")
-    for name, init, first in rows:
-        print(f"{name:<26} {init:>9.1f} {init / hello:>8.2f} {first:>9.1f} {init + first:>11.1f}")
+        rows.append((name, measure(emulator, os.path.join(target, name), name, resources)))
+    hello = rows[0][1]["init"]
+    results = {name: row for name, row in rows}
+    if os.environ.get("BENCH_JSON"):
+        with open(os.environ["BENCH_JSON"], "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    print(f"Lambda binaries under an emulated Runtime API, on moto: median of {RUNS} cold starts "
+          f"(init = process start to first /next; first = first event to its response; cold CPU = "
+          f"init and first request), then {WARM} warm invokes of the sample event")
+    print(f"| function | init ms | x hello | first request ms | init + first ms | cold CPU ms | warm ms | warm CPU µs/invoke |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(f"| {name} | {r['init']:.1f} | {r['init'] / hello:.2f} | {r['first']:.1f} | "
+              f"{r['init'] + r['first']:.1f} | {r['cold_cpu_ms']:.1f} | {r['warm_ms']:.2f} | {r['warm_cpu_us']:.0f} |")
 
 
 if __name__ == "__main__":
