@@ -1,7 +1,7 @@
 """Cold starts, first requests, warm invokes and CPU of every Lambda binary, under an emulated
 Lambda Runtime API, on moto.
 
-For each binary: RUNS times (default 10), start the process with the environment Lambda gives
+For each binary: RUNS times (default 20), start the process with the environment Lambda gives
 it, and time from process start to its first `GET /runtime/invocation/next` (init), then hand it
 the function's sample event from events/ and time until it posts the response (first request).
 Then one more process answers the event WARM more times (default 50): the median warm latency
@@ -17,16 +17,18 @@ calls it makes on AWS. Prints a table of medians; figures, never assertions.
 import http.server
 import json
 import os
+import shutil
 import socketserver
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = int(os.environ.get("RUNS", "10"))
+RUNS = int(os.environ.get("RUNS", "20"))
 WARM = int(os.environ.get("WARM", "50"))
 
 
@@ -38,8 +40,9 @@ class Emulator(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.lock = threading.Lock()
         self.reset(None, 0)
 
-    def reset(self, event, invokes):
+    def reset(self, event, invokes, refuse=False):
         with self.lock:
+            self.refuse = refuse
             self.event = event
             self.left = invokes
             self.first_next = None
@@ -68,6 +71,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         if not self.path.endswith("/invocation/next"):
             self.send_error(404)
+            return
+        if server.refuse:
+            # Ends the process: lambda_runtime exits when /next fails.
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         with server.lock:
             if server.first_next is None:
@@ -176,6 +185,23 @@ def run_once(emulator, binary, event, invokes, env):
     return (emulator.first_next - started, list(emulator.latencies), usage.ru_utime + usage.ru_stime)
 
 
+def init_instructions(emulator, binary, env):
+    """Instructions from exec to the first /next (callgrind: the same count run after run,
+    whatever else the machine is doing), or None without valgrind."""
+    if shutil.which("valgrind") is None:
+        return None
+    emulator.reset(None, 0, refuse=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        with open(out, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    return int(line.split()[1])
+    return None
+
+
 def measure(emulator, binary, name, resources):
     env = environment(emulator.server_address[1], resources)
     event = sample_event(name)
@@ -190,6 +216,7 @@ def measure(emulator, binary, name, resources):
             firsts.append(latencies[0] * 1000)
         cold_cpu.append(cpu)
     warm = run_once(emulator, binary, event, 1 + WARM, env)
+    instructions = init_instructions(emulator, binary, env)
     median = lambda xs: statistics.median(xs) if xs else float("nan")
     warm_ms, warm_cpu_us = float("nan"), float("nan")
     if warm is not None and len(warm[1]) > 1:
@@ -201,6 +228,7 @@ def measure(emulator, binary, name, resources):
         "cold_cpu_ms": median(cold_cpu) * 1000,
         "warm_ms": warm_ms,
         "warm_cpu_us": warm_cpu_us,
+        "init_instructions": instructions,
     }
 
 
@@ -223,11 +251,13 @@ def main():
             json.dump(results, f, indent=1)
     print(f"Lambda binaries under an emulated Runtime API, on moto: median of {RUNS} cold starts "
           f"(init = process start to first /next; first = first event to its response; cold CPU = "
-          f"init and first request), then {WARM} warm invokes of the sample event")
-    print(f"| function | init ms | x hello | first request ms | init + first ms | cold CPU ms | warm ms | warm CPU µs/invoke |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          f"init and first request), then {WARM} warm invokes of the sample event; init instructions "
+          f"from callgrind (exec to the first /next)")
+    print("| function | init ms | x hello | init instructions | first request ms | init + first ms | cold CPU ms | warm ms | warm CPU µs/invoke |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
-        print(f"| {name} | {r['init']:.1f} | {r['init'] / hello:.2f} | {r['first']:.1f} | "
+        instructions = f"{r['init_instructions'] / 1e6:.2f} M" if r["init_instructions"] else "n/a"
+        print(f"| {name} | {r['init']:.1f} | {r['init'] / hello:.2f} | {instructions} | {r['first']:.1f} | "
               f"{r['init'] + r['first']:.1f} | {r['cold_cpu_ms']:.1f} | {r['warm_ms']:.2f} | {r['warm_cpu_us']:.0f} |")
 
 

@@ -1,12 +1,21 @@
 //! The endpoints of one delivery batch, read together in one store call (DynamoDB
-//! `BatchGetItem`) instead of one `GetItem` per record, and kept current with the changes the
-//! batch itself makes: a record attempted after another sees the failure streak, the open
-//! circuit, the probe or the disabling that attempt left, as it would have by reading the
-//! endpoint again. Changes made meanwhile by other workers are seen at the next batch, as a
-//! read at the start of each attempt would see them only a few hundred milliseconds sooner.
+//! `BatchGetItem`) instead of one `GetItem` per record.
+//!
+//! A record attempted after another must see what that attempt changed, as it would by reading
+//! the endpoint itself: so any change of health but a success (a failure, an opened circuit, a
+//! probe taken, a disabling), whatever the store answered, drops the endpoint from the view,
+//! and the records after it read it alone, fresh. A success keeps it, with the health the
+//! store answered (of ten records to one endpoint, one refreshes `lastSuccessAt`). Answers that
+//! arrive out of order cannot resurrect a dropped endpoint. The view serves for
+//! [`FRESH_FOR`] after the read; records that wait longer for a slot (a concurrency below the
+//! batch size, slow subscribers) read their endpoint alone too, so a change made meanwhile
+//! through the API or by another worker is seen as soon as before.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::domain::delivery::EndpointHealth;
 use crate::domain::endpoint::Endpoint;
@@ -16,10 +25,22 @@ use crate::ports::EndpointStore;
 
 type Key = (OrgId, EndpointId);
 
-#[derive(Default)]
+/// How long the batch's read stands in for a read of the record's own.
+pub(super) const FRESH_FOR: Duration = Duration::from_secs(1);
+
 pub(super) struct BatchEndpoints {
     /// Per endpoint read: the endpoint, or `None` when there is none.
     known: Mutex<HashMap<Key, Option<Endpoint>>>,
+    read_at: Instant,
+}
+
+impl Default for BatchEndpoints {
+    fn default() -> Self {
+        Self {
+            known: Mutex::new(HashMap::new()),
+            read_at: Instant::now(),
+        }
+    }
 }
 
 impl BatchEndpoints {
@@ -32,6 +53,7 @@ impl BatchEndpoints {
         match store.get_endpoints(keys).await {
             Ok(read) => Self {
                 known: Mutex::new(read),
+                read_at: Instant::now(),
             },
             Err(error) => {
                 tracing::warn!(%error, endpoints = keys.len(), "could not read the batch's endpoints together; each record reads its own");
@@ -40,14 +62,21 @@ impl BatchEndpoints {
         }
     }
 
-    /// `Some(endpoint or none)` when the batch read it, `None` when it did not.
+    /// `Some(endpoint or none)` when the batch read it (and still stands for it), `None` when
+    /// the record must read it alone.
     pub(super) fn get(&self, org: &OrgId, id: &EndpointId) -> Option<Option<Endpoint>> {
+        if self.read_at.elapsed() > FRESH_FOR {
+            return None;
+        }
         let known = self.known.lock().ok()?;
         known.get(&(org.clone(), id.clone())).cloned()
     }
 
     /// The endpoint's health as this batch last saw it, when the batch read it.
     pub(super) fn health(&self, org: &OrgId, id: &EndpointId) -> Option<EndpointHealth> {
+        if self.read_at.elapsed() > FRESH_FOR {
+            return None;
+        }
         let known = self.known.lock().ok()?;
         known
             .get(&(org.clone(), id.clone()))?
@@ -55,21 +84,20 @@ impl BatchEndpoints {
             .map(|endpoint| endpoint.health.clone())
     }
 
-    /// What the store answered to a health change made by this batch.
-    pub(super) fn note_health(&self, org: &OrgId, id: &EndpointId, health: &EndpointHealth) {
-        self.change(org, id, |endpoint| endpoint.health = health.clone());
-    }
-
-    /// The endpoint was disabled by this batch.
-    pub(super) fn note_disabled(&self, org: &OrgId, id: &EndpointId) {
-        self.change(org, id, |endpoint| endpoint.disabled = true);
-    }
-
-    fn change(&self, org: &OrgId, id: &EndpointId, apply: impl FnOnce(&mut Endpoint)) {
+    /// The health the store answered to a success this batch recorded.
+    pub(super) fn note_success(&self, org: &OrgId, id: &EndpointId, health: &EndpointHealth) {
         if let Ok(mut known) = self.known.lock() {
             if let Some(Some(endpoint)) = known.get_mut(&(org.clone(), id.clone())) {
-                apply(endpoint);
+                endpoint.health = health.clone();
             }
+        }
+    }
+
+    /// Any other change this batch made or tried: the records after it read the endpoint
+    /// alone.
+    pub(super) fn forget(&self, org: &OrgId, id: &EndpointId) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(&(org.clone(), id.clone()));
         }
     }
 }

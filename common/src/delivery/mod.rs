@@ -687,9 +687,10 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                     lease_until_millis: now
                         + u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 2),
                 };
-                match self.store.change_health(org, &endpoint.id, change).await {
-                    Ok(Some(health)) => {
-                        endpoints.note_health(org, &endpoint.id, &health);
+                let taken = self.store.change_health(org, &endpoint.id, change).await;
+                endpoints.forget(org, &endpoint.id);
+                match taken {
+                    Ok(Some(_)) => {
                         tracing::info!(endpoint_id = %endpoint.id, message_id = %message.id, "probing {} with {} after {} consecutive failures", endpoint.id, message.id, endpoint.health.failure_streak)
                     }
                     Ok(None) => return Tried::Attempted(circuit_open(&endpoint.health)),
@@ -993,14 +994,16 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             .await
         {
             Ok(changed) => {
-                if let Some(changed) = &changed {
-                    endpoints.note_health(org, &endpoint.id, changed);
+                match &changed {
+                    Some(changed) => endpoints.note_success(org, &endpoint.id, changed),
+                    None => endpoints.forget(org, &endpoint.id),
                 }
                 if health.circuit_open_until.is_some() {
                     tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, health.failure_streak)
                 }
             }
             Err(error) => {
+                endpoints.forget(org, &endpoint.id);
                 tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a success in the endpoint's health")
             }
         }
@@ -1008,15 +1011,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
 
     async fn note_failure(&self, org: &OrgId, endpoint: &Endpoint, endpoints: &BatchEndpoints) {
         let now = unix_millis_now();
-        let health = match self
+        let changed = self
             .store
             .change_health(org, &endpoint.id, HealthChange::Failed { at_millis: now })
-            .await
-        {
-            Ok(Some(health)) => {
-                endpoints.note_health(org, &endpoint.id, &health);
-                health
-            }
+            .await;
+        endpoints.forget(org, &endpoint.id);
+        let health = match changed {
+            Ok(Some(health)) => health,
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(endpoint_id = %endpoint.id, %error, "could not record a failure in the endpoint's health");
@@ -1048,7 +1049,6 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
             };
             match self.store.change_health(org, &endpoint.id, change).await {
                 Ok(Some(opened)) => {
-                    endpoints.note_health(org, &endpoint.id, &opened);
                     tracing::warn!(endpoint_id = %endpoint.id, failure_streak = health.failure_streak, circuit_open_for = %human_duration(open_for), "the circuit of {} opened for {} after {} consecutive failures", endpoint.id, human_duration(open_for), health.failure_streak);
                     let data = json!({
                         "endpointId": endpoint.id, "url": endpoint.url,
@@ -1075,13 +1075,13 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         endpoints: &BatchEndpoints,
     ) {
         let at = now_rfc3339();
-        match self
+        let disabled = self
             .store
             .disable_endpoint(org, &endpoint.id, reason, &at, failing_since_before)
-            .await
-        {
+            .await;
+        endpoints.forget(org, &endpoint.id);
+        match disabled {
             Ok(true) => {
-                endpoints.note_disabled(org, &endpoint.id);
                 tracing::warn!(endpoint_id = %endpoint.id, disabled_reason = reason.as_str(), "endpoint {} disabled: {}", endpoint.id, reason.as_str());
                 let data = json!({
                     "endpointId": endpoint.id, "url": endpoint.url,

@@ -1,7 +1,8 @@
 //! Plaintext secrets cached briefly in memory, so a warm container does not call KMS for every
 //! delivery. An entry is keyed by the ciphertext it came from, so the current and previous
 //! secrets of a rotated endpoint are each decrypted once per cache period; records of one
-//! batch that need the same secret at the same moment wait for one decryption, not one each.
+//! batch that need the same secret at the same moment wait for one decryption, not one each,
+//! and share its answer, a failure included (ten records do not each wait for KMS to fail).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,13 +23,17 @@ const SWEEP_THRESHOLD: usize = 1024;
 /// Whose secret, and the ciphertext it was decrypted from.
 type CacheKey = (OrgId, EndpointId, Vec<u8>);
 
-/// One secret's slot: filled by the first caller's decryption, which the others wait for. A
-/// failed decryption leaves it empty, and the next caller tries again.
+/// One secret's slot: filled by the first caller's decryption, which the callers waiting with
+/// it share. A failed one is removed from the cache once answered, so a later caller tries
+/// again.
 struct Slot {
-    secret: Arc<OnceCell<WebhookSecret>>,
+    answer: SharedAnswer,
     expires_at: Instant,
 }
 
+type SharedAnswer = Arc<OnceCell<Result<WebhookSecret, SecretError>>>;
+
+#[derive(Clone)]
 pub(super) enum SecretError {
     /// Retrying later may help (KMS unavailable).
     Unavailable(String),
@@ -55,21 +60,33 @@ impl SecretCache {
         ciphertext: &[u8],
         context: SecretContext<'_>,
     ) -> Result<WebhookSecret, SecretError> {
-        let Some(slot) = self.slot(ciphertext, context) else {
+        let Some((key, slot)) = self.slot(ciphertext, context) else {
             return decrypt(cipher, ciphertext, context).await;
         };
-        slot.get_or_try_init(|| decrypt(cipher, ciphertext, context))
+        let answer = slot
+            .get_or_init(|| decrypt(cipher, ciphertext, context))
             .await
-            .cloned()
+            .clone();
+        if answer.is_err() {
+            if let Ok(mut slots) = self.slots.lock() {
+                if slots
+                    .get(&key)
+                    .is_some_and(|held| Arc::ptr_eq(&held.answer, &slot))
+                {
+                    slots.remove(&key);
+                }
+            }
+        }
+        answer
     }
 
-    /// The secret's current slot, a new one if it has none or its period is over; `None` when
-    /// caching is off (a TTL of zero) or the lock is poisoned.
+    /// The secret's key and current slot, a new one if it has none or its period is over;
+    /// `None` when caching is off (a TTL of zero) or the lock is poisoned.
     fn slot(
         &self,
         ciphertext: &[u8],
         context: SecretContext<'_>,
-    ) -> Option<Arc<OnceCell<WebhookSecret>>> {
+    ) -> Option<(CacheKey, SharedAnswer)> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -81,20 +98,20 @@ impl SecretCache {
         let mut slots = self.slots.lock().ok()?;
         let now = Instant::now();
         if let Some(slot) = slots.get(&key).filter(|slot| slot.expires_at > now) {
-            return Some(slot.secret.clone());
+            return Some((key, slot.answer.clone()));
         }
         if slots.len() >= SWEEP_THRESHOLD {
             slots.retain(|_, slot| slot.expires_at > now);
         }
-        let secret = Arc::new(OnceCell::new());
+        let answer = Arc::new(OnceCell::new());
         slots.insert(
-            key,
+            key.clone(),
             Slot {
-                secret: secret.clone(),
+                answer: answer.clone(),
                 expires_at: now + self.ttl,
             },
         );
-        Some(secret)
+        Some((key, answer))
     }
 }
 
@@ -248,5 +265,50 @@ mod tests {
                 .is_ok());
         }
         assert_eq!(cipher.0.load(Ordering::SeqCst), 3);
+    }
+
+    /// Fails every decryption after a pause.
+    struct FailingCipher(AtomicUsize);
+
+    impl SecretCipher for FailingCipher {
+        async fn encrypt(
+            &self,
+            plaintext: &[u8],
+            _: SecretContext<'_>,
+        ) -> Result<Vec<u8>, CipherError> {
+            Ok(plaintext.to_vec())
+        }
+        async fn decrypt(&self, _: &[u8], _: SecretContext<'_>) -> Result<Vec<u8>, CipherError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(CipherError::Unavailable("throttled".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn waiters_share_a_failed_decryption_and_the_next_call_tries_again() {
+        let cipher = FailingCipher(AtomicUsize::new(0));
+        let cache = SecretCache::new(Duration::from_secs(300));
+        let org = OrgId::parse("org_a").unwrap();
+        let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        let context = SecretContext {
+            org_id: &org,
+            endpoint_id: &id,
+        };
+        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let answers = futures_util::future::join_all(
+            (0..10).map(|_| cache.get_or_decrypt(&cipher, secret, context)),
+        )
+        .await;
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Err(SecretError::Unavailable(_)))));
+        assert_eq!(cipher.0.load(Ordering::SeqCst), 1);
+        // Not cached: the next delivery asks KMS again.
+        assert!(cache
+            .get_or_decrypt(&cipher, secret, context)
+            .await
+            .is_err());
+        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
     }
 }

@@ -1105,3 +1105,36 @@ async fn dynamodb_filtered_pages_stop_after_ten_reads_and_go_on_from_there() {
         "25 reads at most 10 a request: {requests} requests"
     );
 }
+
+#[tokio::test]
+async fn dynamodb_batch_read_leaves_an_unreadable_endpoint_unanswered() {
+    // Not `None`, which would drop its records as deleted: the record reads it alone and
+    // reports the corrupt item.
+    let sdk = sdk_config().await;
+    let table = create_table(&sdk).await;
+    let store = DynamoStore::from_sdk_config(&sdk, &table);
+    let a = org("org_corrupt");
+    let good = endpoint(&a, &[EventType::BookingCreated]);
+    store.insert_endpoint(&good, CAP, None).await.unwrap();
+    let broken = EndpointId::generate().unwrap();
+    let s = aws_sdk_dynamodb::types::AttributeValue::S;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .put_item()
+        .table_name(&table)
+        .item("PK", s(format!("ORG#{a}")))
+        .item("SK", s(format!("EP#{broken}")))
+        .item("url", s("https://hooks.example.com/in".into()))
+        .send()
+        .await
+        .unwrap();
+    let read = store
+        .get_endpoints(&[(a.clone(), good.id.clone()), (a.clone(), broken.clone())])
+        .await
+        .unwrap();
+    assert_eq!(read.get(&(a.clone(), good.id.clone())), Some(&Some(good)));
+    assert!(!read.contains_key(&(a.clone(), broken.clone())));
+    assert!(matches!(
+        store.get_endpoint(&a, &broken).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}

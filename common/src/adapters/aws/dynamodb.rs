@@ -437,6 +437,8 @@ impl EndpointStore for DynamoStore {
                 .iter()
                 .map(|(org, id)| endpoint_key(org, id))
                 .collect();
+            // Left unprocessed after the retries, or unparsable: not answered.
+            let mut unreadable: Vec<(OrgId, EndpointId)> = Vec::new();
             let mut backoff = BATCH_GET_BACKOFF;
             for round in 0..=BATCH_GET_RETRIES {
                 if round > 0 {
@@ -455,19 +457,23 @@ impl EndpointStore for DynamoStore {
                     .send()
                     .await
                     .map_err(unavailable)?;
-                // A corrupt item is left out: the record that needs it reads it alone and
-                // reports it.
+                // Keyed by the item's own key. One that does not parse is left unanswered
+                // (not `None`, which would drop its records as deleted): the record that needs
+                // it reads it alone and reports it.
                 for item in output
                     .responses
                     .unwrap_or_default()
                     .remove(&self.table)
                     .unwrap_or_default()
                 {
-                    if let Ok(endpoint) = endpoint_from_item(&item) {
-                        read.insert(
-                            (endpoint.org_id.clone(), endpoint.id.clone()),
-                            Some(endpoint),
-                        );
+                    let Some(key) = endpoint_of_key(&item) else {
+                        continue;
+                    };
+                    match endpoint_from_item(&item) {
+                        Ok(endpoint) => {
+                            read.insert(key, Some(endpoint));
+                        }
+                        Err(_) => unreadable.push(key),
                     }
                 }
                 wanted = output
@@ -480,10 +486,9 @@ impl EndpointStore for DynamoStore {
                     break;
                 }
             }
-            let unread: Vec<(OrgId, EndpointId)> =
-                wanted.iter().filter_map(endpoint_of_key).collect();
+            unreadable.extend(wanted.iter().filter_map(endpoint_of_key));
             for key in chunk {
-                if !unread.contains(key) {
+                if !unreadable.contains(key) {
                     read.entry((*key).clone()).or_insert(None);
                 }
             }

@@ -29,7 +29,7 @@ pub use aws_config::SdkConfig;
 /// [`HttpClientError`] if the HTTP client cannot be built.
 pub async fn load_sdk_config() -> Result<SdkConfig, HttpClientError> {
     let mut loader = sdk_defaults()?;
-    if everything_from_environment(|name| std::env::var_os(name).is_some()) {
+    if everything_from_environment(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty())) {
         use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
         loader = loader
             .credentials_provider(
