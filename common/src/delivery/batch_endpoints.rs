@@ -72,16 +72,31 @@ impl BatchEndpoints {
         known.get(&(org.clone(), id.clone())).cloned()
     }
 
-    /// The endpoint's health as this batch last saw it, when the batch read it.
-    pub(super) fn health(&self, org: &OrgId, id: &EndpointId) -> Option<EndpointHealth> {
+    /// A success at `now_millis`, if the batch holds the endpoint: `Some(Some(health before))`
+    /// when it is to be written (`needs_writing` said so of the health the batch holds, which
+    /// takes the success at once), `Some(None)` when another success of the batch wrote or is
+    /// writing it, `None` when the batch does not hold the endpoint.
+    pub(super) fn claim_success(
+        &self,
+        org: &OrgId,
+        id: &EndpointId,
+        now_millis: u64,
+        needs_writing: impl Fn(&EndpointHealth) -> bool,
+    ) -> Option<Option<EndpointHealth>> {
         if self.read_at.elapsed() > FRESH_FOR {
             return None;
         }
-        let known = self.known.lock().ok()?;
-        known
-            .get(&(org.clone(), id.clone()))?
-            .as_ref()
-            .map(|endpoint| endpoint.health.clone())
+        let mut known = self.known.lock().ok()?;
+        let endpoint = known.get_mut(&(org.clone(), id.clone()))?.as_mut()?;
+        if !needs_writing(&endpoint.health) {
+            return Some(None);
+        }
+        let before = endpoint.health.clone();
+        endpoint.health.failure_streak = 0;
+        endpoint.health.failing_since = None;
+        endpoint.health.circuit_open_until = None;
+        endpoint.health.last_success_at = Some(now_millis);
+        Some(Some(before))
     }
 
     /// The health the store answered to a success this batch recorded.

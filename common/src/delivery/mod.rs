@@ -974,16 +974,21 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
 
     async fn note_success(&self, org: &OrgId, endpoint: &Endpoint, endpoints: &BatchEndpoints) {
         let now = unix_millis_now();
-        // As the batch last saw it: of ten records to one endpoint, the first success to end
-        // refreshes `lastSuccessAt` and the other nine find nothing left to write.
-        let seen = endpoints.health(org, &endpoint.id);
-        let health = seen.as_ref().unwrap_or(&endpoint.health);
-        let stale = health
-            .last_success_at
-            .is_none_or(|at| now.saturating_sub(at) >= SUCCESS_REFRESH_MILLIS);
-        if health.failure_streak == 0 && health.circuit_open_until.is_none() && !stale {
-            return;
-        }
+        let needs_writing = |health: &EndpointHealth| {
+            health.failure_streak != 0
+                || health.circuit_open_until.is_some()
+                || health
+                    .last_success_at
+                    .is_none_or(|at| now.saturating_sub(at) >= SUCCESS_REFRESH_MILLIS)
+        };
+        // Of ten records to one endpoint, the first success to end writes it and the batch's
+        // view takes it at once: the other nine, concurrent or not, find nothing to write.
+        let before = match endpoints.claim_success(org, &endpoint.id, now, needs_writing) {
+            Some(Some(before)) => before,
+            Some(None) => return,
+            None if needs_writing(&endpoint.health) => endpoint.health.clone(),
+            None => return,
+        };
         match self
             .store
             .change_health(
@@ -998,8 +1003,8 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
                     Some(changed) => endpoints.note_success(org, &endpoint.id, changed),
                     None => endpoints.forget(org, &endpoint.id),
                 }
-                if health.circuit_open_until.is_some() {
-                    tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, health.failure_streak)
+                if before.circuit_open_until.is_some() {
+                    tracing::info!(endpoint_id = %endpoint.id, "the circuit of {} closed: a probe succeeded after {} consecutive failures", endpoint.id, before.failure_streak)
                 }
             }
             Err(error) => {

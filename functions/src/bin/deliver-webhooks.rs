@@ -2,7 +2,7 @@
 //! re-sent for its next attempt, or dead-lettered), and reports those left to the queue.
 use std::convert::Infallible;
 
-use common::adapters::aws::{load_sdk_config, DynamoStore, KmsCipher, SqsConsumer};
+use common::adapters::aws::{sdk_config_from_environment, DynamoStore, KmsCipher, SqsConsumer};
 use common::config::{
     required, DeliveryConfig, ProcessEnv, DEAD_LETTER_QUEUE_URL, DELIVERY_QUEUE_URL, KMS_KEY_ID,
     TABLE_NAME,
@@ -14,7 +14,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let config = DeliveryConfig::from_source(&ProcessEnv)?;
-    let sdk = load_sdk_config().await?;
+    let sdk = sdk_config_from_environment()?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let cipher = KmsCipher::from_sdk_config(&sdk, required(&ProcessEnv, KMS_KEY_ID)?);
     let control = SqsConsumer::from_sdk_config(

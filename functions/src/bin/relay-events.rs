@@ -1,5 +1,5 @@
 //! Runs on a schedule: publishes the events producers recorded but could not publish.
-use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
+use common::adapters::aws::{sdk_config_from_environment, DynamoStore, SqsDeliveryQueue};
 use common::config::{
     metrics, relay_min_age, required, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME,
 };
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let min_age = relay_min_age(&ProcessEnv)?;
     let metrics = metrics(&ProcessEnv)?;
-    let sdk = load_sdk_config().await?;
+    let sdk = sdk_config_from_environment()?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
     // An error fails the scheduled invocation, so it shows in the function's error metric;

@@ -1,7 +1,7 @@
 //! `POST /webhooks/{id}/messages/{msgId}/resend` behind API Gateway: queues one more attempt of a message, outside its schedule.
 use std::convert::Infallible;
 
-use common::adapters::aws::{load_sdk_config, DynamoStore, SqsDeliveryQueue};
+use common::adapters::aws::{sdk_config_from_environment, DynamoStore, SqsDeliveryQueue};
 use common::api;
 use common::config::{required, ApiConfig, ProcessEnv, DELIVERY_QUEUE_URL, TABLE_NAME};
 use lambda_http::{run, service_fn, Error, Request};
@@ -10,7 +10,7 @@ use lambda_http::{run, service_fn, Error, Request};
 async fn main() -> Result<(), Error> {
     common::telemetry::init_subscriber();
     let config = ApiConfig::from_source(&ProcessEnv)?;
-    let sdk = load_sdk_config().await?;
+    let sdk = sdk_config_from_environment()?;
     let store = DynamoStore::from_sdk_config(&sdk, required(&ProcessEnv, TABLE_NAME)?);
     let queue = SqsDeliveryQueue::from_sdk_config(&sdk, required(&ProcessEnv, DELIVERY_QUEUE_URL)?);
 
