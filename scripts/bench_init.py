@@ -7,9 +7,12 @@ the function's sample event from events/ and time until it posts the response (f
 Then one more process answers the event WARM more times (default 50): the median warm latency
 (event handed out to response posted) and the CPU per warm invoke (the process's CPU, from
 wait4, minus the median CPU of a cold run, over WARM). Side by side with `hello_lambda`, a bare
-lambda_runtime function built the same way. The table, database, key and queues the functions
-name exist on moto (created here as the tests create them), so a first request makes the AWS
-calls it makes on AWS. Prints a table of medians; figures, never assertions.
+lambda_runtime function built the same way, started in turn with each function (one of its cold
+starts before each of the function's), so that the ratio compares neighbours. The table, key and
+queues the functions name exist on moto (created here as the tests create them), so a first
+request makes the AWS calls it makes on AWS. Init instructions: callgrind's count from exec to
+the first /next, the figure that does not move with the machine's load. Prints a table of
+medians; figures, never assertions.
 
     python scripts/bench_init.py TARGET_DIR [NAME...]   (run by `scripts/bench init`, under with-moto)
 """
@@ -202,11 +205,18 @@ def init_instructions(emulator, binary, env):
     return None
 
 
-def measure(emulator, binary, name, resources):
+def measure(emulator, binary, name, resources, baseline=None):
+    """Medians of RUNS cold starts; with `baseline`, each cold start follows one of the
+    baseline's, and `baseline_init` is the median of those: a ratio of two neighbours, which
+    drift in the machine's speed over the run does not skew."""
     env = environment(emulator.server_address[1], resources)
     event = sample_event(name)
-    inits, firsts, cold_cpu = [], [], []
+    inits, firsts, cold_cpu, baseline_inits = [], [], [], []
     for _ in range(RUNS):
+        if baseline is not None:
+            paired = run_once(emulator, baseline, sample_event("hello"), 1, env)
+            if paired is not None:
+                baseline_inits.append(paired[0] * 1000)
         result = run_once(emulator, binary, event, 1, env)
         if result is None:
             continue
@@ -229,6 +239,7 @@ def measure(emulator, binary, name, resources):
         "warm_ms": warm_ms,
         "warm_cpu_us": warm_cpu_us,
         "init_instructions": instructions,
+        "baseline_init": median(baseline_inits) if baseline_inits else median(inits),
     }
 
 
@@ -241,23 +252,24 @@ def main():
     resources = create_resources(os.environ["WEBHOOKS_TEST_AWS_ENDPOINT"])
     emulator = Emulator()
     threading.Thread(target=emulator.serve_forever, daemon=True).start()
-    rows = [("hello_lambda (baseline)", measure(emulator, os.path.join(target, "examples", "hello_lambda"), "hello", resources))]
+    hello_binary = os.path.join(target, "examples", "hello_lambda")
+    rows = [("hello_lambda (baseline)", measure(emulator, hello_binary, "hello", resources))]
     for name in names:
-        rows.append((name, measure(emulator, os.path.join(target, name), name, resources)))
-    hello = rows[0][1]["init"]
+        rows.append((name, measure(emulator, os.path.join(target, name), name, resources, hello_binary)))
     results = {name: row for name, row in rows}
     if os.environ.get("BENCH_JSON"):
         with open(os.environ["BENCH_JSON"], "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     print(f"Lambda binaries under an emulated Runtime API, on moto: median of {RUNS} cold starts "
-          f"(init = process start to first /next; first = first event to its response; cold CPU = "
+          f"(init = process start to first /next; x hello = against the median of the baseline's "
+          f"cold starts made in turn with them; first = first event to its response; cold CPU = "
           f"init and first request), then {WARM} warm invokes of the sample event; init instructions "
           f"from callgrind (exec to the first /next)")
     print("| function | init ms | x hello | init instructions | first request ms | init + first ms | cold CPU ms | warm ms | warm CPU µs/invoke |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         instructions = f"{r['init_instructions'] / 1e6:.2f} M" if r["init_instructions"] else "n/a"
-        print(f"| {name} | {r['init']:.1f} | {r['init'] / hello:.2f} | {instructions} | {r['first']:.1f} | "
+        print(f"| {name} | {r['init']:.1f} | {r['init'] / r['baseline_init']:.2f} | {instructions} | {r['first']:.1f} | "
               f"{r['init'] + r['first']:.1f} | {r['cold_cpu_ms']:.1f} | {r['warm_ms']:.2f} | {r['warm_cpu_us']:.0f} |")
 
 

@@ -137,10 +137,29 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts decryptions; decrypts by returning the ciphertext itself.
-    struct CountingCipher(AtomicUsize);
+    /// Counts decryptions; after `delay` (so that concurrent callers overlap), decrypts by
+    /// returning the ciphertext itself, or fails as a throttled KMS would.
+    struct TestCipher {
+        calls: AtomicUsize,
+        delay: Duration,
+        fails: bool,
+    }
 
-    impl SecretCipher for CountingCipher {
+    impl TestCipher {
+        fn new(delay_millis: u64, fails: bool) -> Self {
+            Self {
+                calls: AtomicUsize::new(0),
+                delay: Duration::from_millis(delay_millis),
+                fails,
+            }
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl SecretCipher for TestCipher {
         async fn encrypt(
             &self,
             plaintext: &[u8],
@@ -153,7 +172,13 @@ mod tests {
             ciphertext: &[u8],
             _: SecretContext<'_>,
         ) -> Result<Vec<u8>, CipherError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if self.fails {
+                return Err(CipherError::Unavailable("throttled".into()));
+            }
             Ok(ciphertext.to_vec())
         }
     }
@@ -161,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn a_warm_cache_decrypts_once_per_secret_until_it_expires() {
         tokio::time::pause();
-        let cipher = CountingCipher(AtomicUsize::new(0));
+        let cipher = TestCipher::new(0, false);
         let cache = SecretCache::new(Duration::from_secs(300));
         let org = OrgId::parse("org_a").unwrap();
         let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
@@ -173,7 +198,7 @@ mod tests {
         for _ in 0..5 {
             assert!(cache.get_or_decrypt(&cipher, first, context).await.is_ok());
         }
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 1);
+        assert_eq!(cipher.calls(), 1);
 
         let rotated = b"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
         let secret = cache
@@ -182,7 +207,7 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!(secret.expose().as_bytes(), rotated);
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+        assert_eq!(cipher.calls(), 2);
         // During a rotation's grace period both sign every delivery: each stays cached.
         for _ in 0..3 {
             for ciphertext in [first.as_slice(), rotated.as_slice()] {
@@ -192,41 +217,19 @@ mod tests {
                     .is_ok());
             }
         }
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+        assert_eq!(cipher.calls(), 2);
 
         tokio::time::advance(Duration::from_secs(301)).await;
         assert!(cache
             .get_or_decrypt(&cipher, rotated, context)
             .await
             .is_ok());
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 3);
-    }
-
-    /// Decrypts after a pause, so that concurrent callers overlap.
-    struct SlowCipher(AtomicUsize);
-
-    impl SecretCipher for SlowCipher {
-        async fn encrypt(
-            &self,
-            plaintext: &[u8],
-            _: SecretContext<'_>,
-        ) -> Result<Vec<u8>, CipherError> {
-            Ok(plaintext.to_vec())
-        }
-        async fn decrypt(
-            &self,
-            ciphertext: &[u8],
-            _: SecretContext<'_>,
-        ) -> Result<Vec<u8>, CipherError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(ciphertext.to_vec())
-        }
+        assert_eq!(cipher.calls(), 3);
     }
 
     #[tokio::test]
     async fn concurrent_misses_of_one_secret_wait_for_one_decryption() {
-        let cipher = SlowCipher(AtomicUsize::new(0));
+        let cipher = TestCipher::new(50, false);
         let cache = SecretCache::new(Duration::from_secs(300));
         let org = OrgId::parse("org_a").unwrap();
         let (id, other) = (
@@ -245,12 +248,12 @@ mod tests {
         let answers = futures_util::future::join_all(calls).await;
         assert!(answers.iter().all(|a| a.is_ok()));
         // Eight records of one endpoint, two of another: one decryption each.
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+        assert_eq!(cipher.calls(), 2);
     }
 
     #[tokio::test]
     async fn without_a_ttl_every_call_decrypts() {
-        let cipher = CountingCipher(AtomicUsize::new(0));
+        let cipher = TestCipher::new(0, false);
         let cache = SecretCache::new(Duration::ZERO);
         let org = OrgId::parse("org_a").unwrap();
         let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
@@ -264,30 +267,12 @@ mod tests {
                 .await
                 .is_ok());
         }
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 3);
-    }
-
-    /// Fails every decryption after a pause.
-    struct FailingCipher(AtomicUsize);
-
-    impl SecretCipher for FailingCipher {
-        async fn encrypt(
-            &self,
-            plaintext: &[u8],
-            _: SecretContext<'_>,
-        ) -> Result<Vec<u8>, CipherError> {
-            Ok(plaintext.to_vec())
-        }
-        async fn decrypt(&self, _: &[u8], _: SecretContext<'_>) -> Result<Vec<u8>, CipherError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Err(CipherError::Unavailable("throttled".into()))
-        }
+        assert_eq!(cipher.calls(), 3);
     }
 
     #[tokio::test]
     async fn waiters_share_a_failed_decryption_and_the_next_call_tries_again() {
-        let cipher = FailingCipher(AtomicUsize::new(0));
+        let cipher = TestCipher::new(50, true);
         let cache = SecretCache::new(Duration::from_secs(300));
         let org = OrgId::parse("org_a").unwrap();
         let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
@@ -303,12 +288,12 @@ mod tests {
         assert!(answers
             .iter()
             .all(|a| matches!(a, Err(SecretError::Unavailable(_)))));
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 1);
+        assert_eq!(cipher.calls(), 1);
         // Not cached: the next delivery asks KMS again.
         assert!(cache
             .get_or_decrypt(&cipher, secret, context)
             .await
             .is_err());
-        assert_eq!(cipher.0.load(Ordering::SeqCst), 2);
+        assert_eq!(cipher.calls(), 2);
     }
 }
