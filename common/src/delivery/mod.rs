@@ -173,10 +173,19 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         records: Vec<QueueRecord>,
         deadline: Instant,
     ) -> Vec<String> {
-        let endpoints = &BatchEndpoints::read(&self.store, &endpoints_due(&records)).await;
-        let mut decided = stream::iter(records)
-            .map(|record| async move {
-                match tokio::time::timeout_at(deadline, self.decide(consumer, &record, endpoints)).await {
+        // Each body parsed once, for the batch read and for its own attempt.
+        let parsed: Vec<(QueueRecord, Parsed)> = records
+            .into_iter()
+            .map(|record| {
+                let message = serde_json::from_str(&record.body);
+                (record, message)
+            })
+            .collect();
+        let due = endpoints_due(parsed.iter().map(|(_, message)| message));
+        let endpoints = &BatchEndpoints::read(&self.store, &due).await;
+        let mut decided = stream::iter(parsed)
+            .map(|(record, message)| async move {
+                match tokio::time::timeout_at(deadline, self.decide(consumer, &record, message, endpoints)).await {
                     Ok((settle, log)) => Decided { record, settle, log },
                     Err(_) => {
                         tracing::error!(queue_message_id = %record.queue_message_id, "not attempted before the invocation's deadline; the queue hands it out again after its visibility timeout, for the same attempt");
@@ -322,9 +331,10 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
         &self,
         queue: &impl DeliveryQueue,
         record: &QueueRecord,
+        message: Parsed,
         endpoints: &BatchEndpoints,
     ) -> (Settle, Option<LogEntry>) {
-        let message = match serde_json::from_str::<DeliveryMessage>(&record.body) {
+        let message = match message {
             Ok(message) => message,
             Err(_) if serde_json::from_str::<RecoverTask>(&record.body).is_ok() => {
                 return (self.go_on_recovering(queue, record).await, None)
@@ -1103,13 +1113,17 @@ impl<S: EndpointStore + DeliveryLog + EventOutbox, C: SecretCipher> Deliverer<S,
     }
 }
 
-/// The endpoints of the records whose attempt is due now (not a hop, not a recovery task),
+/// A queue record's body read as a delivery message (a recovery task or an unreadable body
+/// otherwise).
+type Parsed = Result<DeliveryMessage, serde_json::Error>;
+
+/// The endpoints of the messages whose attempt is due now (not a hop, not a recovery task),
 /// each once, in order.
-fn endpoints_due(records: &[QueueRecord]) -> Vec<(OrgId, EndpointId)> {
+fn endpoints_due<'a>(messages: impl Iterator<Item = &'a Parsed>) -> Vec<(OrgId, EndpointId)> {
     let now = unix_millis_now();
-    let mut keys: Vec<(OrgId, EndpointId)> = Vec::with_capacity(records.len());
-    for record in records {
-        let Ok(message) = serde_json::from_str::<DeliveryMessage>(&record.body) else {
+    let mut keys: Vec<(OrgId, EndpointId)> = Vec::new();
+    for message in messages {
+        let Ok(message) = message else {
             continue;
         };
         if message
@@ -1121,7 +1135,7 @@ fn endpoints_due(records: &[QueueRecord]) -> Vec<(OrgId, EndpointId)> {
         let Some(org) = OrgId::parse(&message.org_id) else {
             continue;
         };
-        let key = (org, message.endpoint_id);
+        let key = (org, message.endpoint_id.clone());
         if !keys.contains(&key) {
             keys.push(key);
         }
