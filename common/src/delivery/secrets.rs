@@ -137,6 +137,20 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    const SECRET: &[u8] = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn org() -> OrgId {
+        OrgId::parse("org_a").unwrap()
+    }
+
+    fn endpoint(n: u8) -> EndpointId {
+        EndpointId::parse(&format!(
+            "ep_01ARZ3NDEKTSV4RRFFQ69G5FA{}",
+            (b'V' + n) as char
+        ))
+        .unwrap()
+    }
+
     /// Counts decryptions; after `delay` (so that concurrent callers overlap), decrypts by
     /// returning the ciphertext itself, or fails as a throttled KMS would.
     struct TestCipher {
@@ -188,13 +202,13 @@ mod tests {
         tokio::time::pause();
         let cipher = TestCipher::new(0, false);
         let cache = SecretCache::new(Duration::from_secs(300));
-        let org = OrgId::parse("org_a").unwrap();
-        let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        let org = org();
+        let id = endpoint(0);
         let context = SecretContext {
             org_id: &org,
             endpoint_id: &id,
         };
-        let first = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let first = SECRET;
         for _ in 0..5 {
             assert!(cache.get_or_decrypt(&cipher, first, context).await.is_ok());
         }
@@ -210,7 +224,7 @@ mod tests {
         assert_eq!(cipher.calls(), 2);
         // During a rotation's grace period both sign every delivery: each stays cached.
         for _ in 0..3 {
-            for ciphertext in [first.as_slice(), rotated.as_slice()] {
+            for ciphertext in [first, rotated.as_slice()] {
                 assert!(cache
                     .get_or_decrypt(&cipher, ciphertext, context)
                     .await
@@ -231,12 +245,9 @@ mod tests {
     async fn concurrent_misses_of_one_secret_wait_for_one_decryption() {
         let cipher = TestCipher::new(50, false);
         let cache = SecretCache::new(Duration::from_secs(300));
-        let org = OrgId::parse("org_a").unwrap();
-        let (id, other) = (
-            EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
-            EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAW").unwrap(),
-        );
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let org = org();
+        let (id, other) = (endpoint(0), endpoint(1));
+        let secret = SECRET;
         let calls = (0..10).map(|n| {
             let endpoint_id = if n < 8 { &id } else { &other };
             let context = SecretContext {
@@ -255,17 +266,14 @@ mod tests {
     async fn without_a_ttl_every_call_decrypts() {
         let cipher = TestCipher::new(0, false);
         let cache = SecretCache::new(Duration::ZERO);
-        let org = OrgId::parse("org_a").unwrap();
-        let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        let org = org();
+        let id = endpoint(0);
         let context = SecretContext {
             org_id: &org,
             endpoint_id: &id,
         };
         for _ in 0..3 {
-            assert!(cache
-                .get_or_decrypt(&cipher, b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", context)
-                .await
-                .is_ok());
+            assert!(cache.get_or_decrypt(&cipher, SECRET, context).await.is_ok());
         }
         assert_eq!(cipher.calls(), 3);
     }
@@ -274,13 +282,13 @@ mod tests {
     async fn waiters_share_a_failed_decryption_and_the_next_call_tries_again() {
         let cipher = TestCipher::new(50, true);
         let cache = SecretCache::new(Duration::from_secs(300));
-        let org = OrgId::parse("org_a").unwrap();
-        let id = EndpointId::parse("ep_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        let org = org();
+        let id = endpoint(0);
         let context = SecretContext {
             org_id: &org,
             endpoint_id: &id,
         };
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let secret = SECRET;
         let answers = futures_util::future::join_all(
             (0..10).map(|_| cache.get_or_decrypt(&cipher, secret, context)),
         )

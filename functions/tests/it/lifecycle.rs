@@ -472,7 +472,7 @@ where
 
         // A key another request holds: this one waits for it, and answers 409 if it does not
         // finish; a holder that answers meanwhile is replayed.
-        let held = |key: &str| {
+        let hold = async |key: &str| {
             let now = common::time::unix_millis_now();
             let claim = IdempotencyRecord::claim(
                 IdempotencyKey::parse(key).unwrap().storage_id(),
@@ -480,26 +480,19 @@ where
                 "another-request".into(),
                 now,
             );
-            (claim, now)
+            assert_eq!(
+                self.store
+                    .claim_idempotency_key(&org(name), &claim, now)
+                    .await
+                    .unwrap(),
+                None
+            );
+            claim
         };
-        let (claim, now) = held("held-1");
-        assert_eq!(
-            self.store
-                .claim_idempotency_key(&org(name), &claim, now)
-                .await
-                .unwrap(),
-            None
-        );
+        hold("held-1").await;
         let (status, body, _) = self.post_booking(name, Some("held-1"), &booking).await;
         assert_eq!(status, 409, "{body}");
-        let (claim, now) = held("held-2");
-        assert_eq!(
-            self.store
-                .claim_idempotency_key(&org(name), &claim, now)
-                .await
-                .unwrap(),
-            None
-        );
+        let claim = hold("held-2").await;
         let first_answer = StoredResponse {
             status: 201,
             body: json!({ "booking": { "id": "bk_theirs" } }).to_string(),
